@@ -1,0 +1,250 @@
+"""``nanoedge export``: a checkpoint in, a verified ONNX package out.
+
+Stages: load the source -> export text encoder, UNet and VAE decoder -> check each against
+PyTorch -> write tokenizer, scheduler and configs -> hash every file into ``nanoedge.json``.
+Everything is written into a staging folder that is renamed into place only at the end.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import platform
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from nanoedge import __version__
+from nanoedge.runtime.atomic import staged_directory
+from nanoedge.runtime.errors import ExportError, InvalidRequestError, require
+from nanoedge.runtime.manifest import Manifest, new_manifest
+from nanoedge.runtime.sizes import Size, parse_size
+
+log = logging.getLogger(__name__)
+
+StageCallback = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class ExportOptions:
+    static_shape: Size | None = None
+    batch: int = 1
+    opset: int = 17
+    exporter: str = "torchscript"
+    tolerance: float = 1e-3
+    seed: int = 0
+    overwrite: bool = False
+    model_id: str | None = None
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def export_package(source: str, output: "str | Path", options: ExportOptions | None = None, on_stage: StageCallback | None = None) -> Manifest:
+    """Export ``source`` to the package folder ``output`` and return its manifest.
+
+    ``on_stage(name, info)`` is called as each stage starts and ends (the CLI prints them).
+    Raises ExportError when a component's ONNX output drifts beyond ``options.tolerance``.
+    """
+    options = options or ExportOptions()
+    require("torch", "export")
+    require("onnx", "export")
+    import torch
+
+    from .components import component_specs
+    from .onnx_io import export_component
+    from .source import load_source
+    from .verify import check_component
+
+    notify = on_stage or (lambda name, info: None)
+    if options.batch < 1:
+        raise InvalidRequestError(f"--batch must be at least 1, got {options.batch}")
+    if options.exporter not in ("torchscript", "dynamo"):
+        raise InvalidRequestError(f"unknown exporter '{options.exporter}'", hint="use torchscript or dynamo")
+    output = Path(output)
+    if output.exists() and not options.overwrite:
+        raise InvalidRequestError(f"output '{output}' already exists", hint="choose another -o path, or pass --overwrite to replace it")
+
+    started = time.perf_counter()
+    notify("load", {"source": source})
+    model = load_source(source, seed=options.seed)
+    notify("load:done", {"seconds": time.perf_counter() - started})
+
+    factor = model.vae_scale_factor
+    multiple = model.unet_size_multiple
+    native = model.native_size
+    static = options.static_shape
+    if static is not None:
+        for side in (static.width, static.height):
+            if side % multiple:
+                raise InvalidRequestError(
+                    f"--static-shape {static}: {side} is not a multiple of {multiple}, which this UNet needs",
+                    hint=f"use a multiple of {multiple}, for example {native}x{native}",
+                )
+    # Trace at a small shape (fast, low memory) and check a second shape too, so a dynamic
+    # axis that silently became a constant is caught here and not on the user's device.
+    if static is not None:
+        checks_at = [(options.batch, static.height // factor, static.width // factor)]
+    else:
+        small = max(multiple // factor, min(native // factor, 4 * (multiple // factor)))
+        other = small + multiple // factor
+        checks_at = [(2, small, small), (1, other, small)]
+
+    manifest = new_manifest(options.model_id or model.model_id)
+    specs = component_specs(model, seed=options.seed)
+    with staged_directory(output, overwrite=options.overwrite) as stage:
+        for spec in specs:
+            t0 = time.perf_counter()
+            notify(f"export:{spec.name}", {"parameters": spec.parameters})
+            trace_shape = checks_at[0]
+            trace_inputs = spec.make_inputs(*trace_shape)
+            model_file = stage / spec.name / "model.onnx"
+            try:
+                written = export_component(
+                    spec, model_file, trace_inputs, static=static is not None, opset=options.opset,
+                    exporter=options.exporter, external_data=True if spec.name == "unet" else None,
+                )
+            except Exception as exc:
+                raise ExportError(f"exporting the {spec.name} to ONNX failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+                                  hint="run with -v for the full error; try --exporter dynamo") from exc
+            gc.collect()
+            export_seconds = time.perf_counter() - t0
+            notify(f"verify:{spec.name}", {})
+            checks = [check_component(spec, model_file, spec.make_inputs(*shape), options.tolerance) for shape in checks_at]
+            worst = max(checks, key=lambda c: c.max_abs_diff / max(c.allowed, 1e-30))
+            if not all(c.ok for c in checks):
+                raise ExportError(
+                    f"{spec.name}: ONNX output differs from PyTorch by {worst.max_abs_diff:.3g} (allowed {worst.allowed:.3g}) on {worst.shape}",
+                    hint="the export is wrong for this model; report it with -v output, or loosen --tolerance if you accept the drift",
+                )
+            (model_file.parent / "config.json").write_text(json.dumps(_jsonable(spec.config), indent=2) + "\n")
+            manifest["components"][spec.name] = {
+                "model": f"{spec.name}/model.onnx",
+                "files": [str(p.relative_to(stage)) for p in written],
+                "precision": "fp32",
+                "parameters": spec.parameters,
+                "inputs": _io_description(model_file, "inputs"),
+                "outputs": _io_description(model_file, "outputs"),
+                "verification": {"max_abs_diff": worst.max_abs_diff, "tolerance": options.tolerance, "checks": [c.as_dict() for c in checks]},
+                "export_seconds": round(export_seconds, 2),
+            }
+            notify(f"export:{spec.name}:done", {"max_abs_diff": worst.max_abs_diff, "seconds": export_seconds, "parameters": spec.parameters})
+            del spec.module
+            gc.collect()
+
+        notify("write", {})
+        _write_tokenizer(model, stage, manifest)
+        scheduler_dir = stage / "scheduler"
+        scheduler_dir.mkdir()
+        (scheduler_dir / "scheduler_config.json").write_text(json.dumps(model.scheduler_config, indent=2) + "\n")
+        manifest["scheduler"] = {"config": "scheduler/scheduler_config.json", "default": _scheduler_short_name(model.scheduler_config)}
+        manifest["latent"] = {
+            "channels": int(model.unet.config.in_channels),
+            "scale_factor": factor,
+            "scaling_factor": float(model.vae.config.scaling_factor),
+            "shift_factor": getattr(model.vae.config, "shift_factor", None),
+        }
+        native_size = Size(native, native)
+        default_size = static or parse_size(model.defaults.get("size", str(native_size)))
+        manifest["sizes"] = {
+            "native": str(static or native_size),
+            "multiple_of": multiple,
+            "min": multiple,
+            "max": max(2048, native * 2),
+            "static": str(static) if static else None,
+            "static_batch": options.batch if static else None,
+            "output": [],
+        }
+        manifest["defaults"] = {
+            "size": str(default_size),
+            "steps": int(model.defaults.get("steps", 25)),
+            "guidance": float(model.defaults.get("guidance", 7.5)),
+            "scheduler": None,
+        }
+        manifest["provenance"] = {
+            **model.provenance,
+            "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "exporter": options.exporter,
+            "opset": options.opset if options.exporter == "torchscript" else max(options.opset, 18),
+            "tools": _tool_versions(),
+            "export_seconds": round(time.perf_counter() - started, 1),
+            "peak_rss_mb": round(_peak_rss_mb(), 1),
+        }
+        _write_model_index(stage, model)
+        result = Manifest(manifest, stage)
+        result.record_files(stage)
+        result.write(stage)
+        notify("write:done", {"seconds": time.perf_counter() - started, "peak_rss_mb": _peak_rss_mb()})
+    result.root = output
+    return result
+
+
+def _scheduler_short_name(config: dict[str, Any]) -> str:
+    names = {"PNDMScheduler": "pndm", "DDIMScheduler": "ddim", "EulerDiscreteScheduler": "euler", "EulerAncestralDiscreteScheduler": "euler_a",
+             "DPMSolverMultistepScheduler": "dpmpp_2m", "LCMScheduler": "lcm"}
+    return names.get(config.get("_class_name", "PNDMScheduler"), "pndm")
+
+
+def _write_tokenizer(model, stage: Path, manifest: dict[str, Any]) -> None:
+    folder = stage / "tokenizer"
+    model.tokenizer.save_pretrained(str(folder))  # tokenizer.json + vocab/merges for optimum
+    if not (folder / "tokenizer.json").exists():
+        model.tokenizer.backend_tokenizer.save(str(folder / "tokenizer.json"))
+    manifest["tokenizer"] = {
+        "path": "tokenizer/tokenizer.json",
+        "max_length": int(model.tokenizer.model_max_length),
+        "pad_id": int(model.tokenizer.pad_token_id),
+        "kind": "clip-bpe",
+    }
+
+
+def _write_model_index(stage: Path, model) -> None:
+    index = {
+        "_class_name": "ORTStableDiffusionPipeline",
+        "_nanoedge_version": __version__,
+        "scheduler": ["diffusers", model.scheduler_config.get("_class_name", "PNDMScheduler")],
+        "text_encoder": ["optimum", "ORTModelTextEncoder"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "unet": ["optimum", "ORTModelUnet"],
+        "vae_decoder": ["optimum", "ORTModelVaeDecoder"],
+        "requires_safety_checker": False,
+    }
+    (stage / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+
+
+def _io_description(model_file: Path, which: str) -> list[dict[str, Any]]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(model_file), sess_options=options, providers=["CPUExecutionProvider"])
+    args = session.get_inputs() if which == "inputs" else session.get_outputs()
+    return [{"name": a.name, "dtype": a.type.replace("tensor(", "").rstrip(")"), "shape": list(a.shape)} for a in args]
+
+
+def _tool_versions() -> dict[str, str]:
+    versions = {"nanoedge": __version__, "python": platform.python_version()}
+    for name in ("torch", "diffusers", "transformers", "onnx", "onnxruntime"):
+        try:
+            module = __import__(name)
+            versions[name] = getattr(module, "__version__", "?")
+        except ImportError:
+            pass
+    return versions
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)

@@ -1,0 +1,73 @@
+"""``nanoedge info PKG [--json]``."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from .common import handle_errors
+
+
+def _human_bytes(count: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.1f} {unit}" if unit != "B" else f"{count} B"
+        count /= 1024
+    return str(count)
+
+
+@click.command()
+@click.argument("package", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
+@click.option("--verify", is_flag=True, help="Also check every file's sha256.")
+@handle_errors
+def info(package, as_json, verify):
+    """Show what a package holds: components, parameters, sizes, defaults, provenance."""
+    from nanoedge.runtime.integrity import verify_package
+    from nanoedge.runtime.manifest import Manifest
+    from nanoedge.runtime.sizes import SizeRules
+
+    if package is None:
+        from nanoedge.runtime.default_model import default_package_path
+
+        package = default_package_path()
+    manifest = Manifest.load(package)
+    if verify:
+        verify_package(manifest, use_cache=False)
+    data = manifest.data
+    if as_json:
+        json.dump(data, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return
+    files = manifest.files
+    total_bytes = sum(f["bytes"] for f in files.values())
+    click.echo(f"{manifest.id}  ({manifest.root})")
+    click.echo(f"  family     {data.get('family')}   package {_human_bytes(total_bytes)} in {len(files)} files")
+    total_params = 0
+    click.echo("  components")
+    for name, comp in manifest.components.items():
+        size = sum(files.get(f, {}).get("bytes", 0) for f in comp.get("files", []))
+        params = int(comp.get("parameters", 0))
+        total_params += params
+        check = comp.get("verification", {}).get("max_abs_diff")
+        check_text = f"  max|onnx-torch| {check:.1e}" if check is not None else ""
+        click.echo(f"    {name:<13}{params / 1e6:9.1f} M params  {comp.get('precision', '?'):<6}{_human_bytes(size):>11}{check_text}")
+    click.echo(f"    {'total':<13}{total_params / 1e6:9.1f} M params")
+    rules = SizeRules.from_manifest(data["sizes"])
+    click.echo(f"  sizes      {'; '.join(rules.describe())}")
+    d = data.get("defaults", {})
+    sched = d.get("scheduler") or data.get("scheduler", {}).get("default")
+    click.echo(f"  defaults   size {d.get('size')}, {d.get('steps')} steps, guidance {d.get('guidance')}, scheduler {sched}")
+    prov = data.get("provenance", {})
+    src = prov.get("source", {})
+    src_text = src.get("name") or src.get("repo_id") or src.get("path") or "?"
+    tools = prov.get("tools", {})
+    click.echo(f"  provenance {src.get('kind', '?')}:{src_text}, {prov.get('exporter')} opset {prov.get('opset')}, "
+               f"torch {tools.get('torch', '?')}, exported {prov.get('exported_at', '?')}")
+    quant = data.get("quantization")
+    if quant:
+        click.echo(f"  quantized  {json.dumps(quant.get('recipe', quant))[:200]}")
+    if verify:
+        click.echo("  integrity  every file matches its sha256")

@@ -1,0 +1,38 @@
+"""Entry point: ``nanoedge [-v] COMMAND ...``."""
+
+from __future__ import annotations
+
+import click
+
+from nanoedge import __version__
+
+from .common import setup_logging
+from .export_cmd import export
+from .generate_cmd import generate
+from .info_cmd import info
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging and full tracebacks.")
+@click.version_option(__version__, prog_name="nanoedge")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
+    """nanoedge: text-to-image diffusion from PyTorch to the edge.
+
+    \b
+    nanoedge export preset:tiny-random -o pkg     checkpoint -> ONNX package
+    nanoedge generate "a red circle" -m pkg       package -> image (no torch needed)
+    nanoedge info pkg                             what a package holds
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["verbose"] = verbose
+    setup_logging(verbose)
+
+
+cli.add_command(export)
+cli.add_command(generate)
+cli.add_command(info)
+
+
+def main() -> None:
+    cli(prog_name="nanoedge")

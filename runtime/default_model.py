@@ -1,0 +1,27 @@
+"""Where the built-in default model lives.
+
+Until the trained demo model ships inside the package, the default is a package the user
+exported (``NANOEDGE_DEFAULT_MODEL``) or the one `make demo` writes; the error says how to get
+one rather than failing on a missing path.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import PackageError
+
+_BUNDLED = Path(__file__).resolve().parent / "models" / "default"
+
+
+def default_package_path() -> Path:
+    env = os.environ.get("NANOEDGE_DEFAULT_MODEL")
+    if env:
+        return Path(env)
+    if (_BUNDLED / "nanoedge.json").exists():
+        return _BUNDLED
+    raise PackageError(
+        "no model given and no default model is installed",
+        hint="pass -m PACKAGE, or set NANOEDGE_DEFAULT_MODEL to a package folder (nanoedge export preset:tiny-random -o PACKAGE makes one)",
+    )

@@ -1,0 +1,337 @@
+"""The text-to-image pipeline: tokenizer -> text encoder -> UNet loop -> VAE decoder.
+
+One :class:`Pipeline` holds the three onnxruntime sessions of a package and turns prompts into
+PIL images. Randomness comes only from ``numpy.random.default_rng(seed + i)`` for image ``i``
+of a request, drawn per image, so an image does not depend on what else shares its batch:
+same package + parameters + seed gives the same bytes, whether the server batched it or not.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from PIL import Image
+
+from nanoedge.targets import create_session, resolve_target
+
+from .errors import InvalidRequestError, PackageError
+from .images import decoded_to_pil
+from .integrity import verify_package
+from .manifest import Manifest
+from .schedulers import SCHEDULER_NAMES, make_scheduler
+from .sizes import Size, SizeRules
+from .tokenizer import PromptTokenizer
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, int], None]
+MAX_STEPS = 500
+MAX_IMAGES = 16
+MAX_SEED = 2**63 - 1
+
+
+@dataclass
+class GenerationRequest:
+    """One caller's ask; ``None`` fields take the package defaults."""
+
+    prompt: str
+    negative_prompt: str | None = None
+    n: int = 1
+    seed: int | None = None
+    size: "str | Size | None" = None
+    steps: int | None = None
+    guidance: float | None = None
+    scheduler: str | None = None
+
+
+@dataclass(frozen=True)
+class ResolvedRequest:
+    """A request with every default filled in and every value checked."""
+
+    prompt: str
+    negative_prompt: str
+    n: int
+    seed: int
+    run_size: Size
+    output_size: Size
+    steps: int
+    guidance: float
+    scheduler: str
+
+    def batch_key(self) -> tuple:
+        """Requests with equal keys can share UNet calls."""
+        return (self.run_size, self.steps, self.guidance, self.scheduler)
+
+
+@dataclass
+class GenerationResult:
+    images: list[Image.Image]
+    request: ResolvedRequest
+    truncated_prompt: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _as_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) and not (isinstance(value, float) and value.is_integer()):
+        raise InvalidRequestError(f"{name} must be an integer, got {value!r}")
+    return int(value)
+
+
+class Pipeline:
+    """A loaded package ready to generate images. Not thread-safe: use one caller at a time."""
+
+    def __init__(self, manifest: Manifest, target: str = "cpu", threads: int | None = None, two_pass: bool = False) -> None:
+        self.manifest = manifest
+        self.profile = resolve_target(target)
+        self.two_pass = two_pass
+        data = manifest.data
+        assert manifest.root is not None
+        root = manifest.root
+        tok = data["tokenizer"]
+        self.tokenizer = PromptTokenizer(root / tok["path"], int(tok["max_length"]), int(tok["pad_id"]))
+        self.sizes = SizeRules.from_manifest(data["sizes"])
+        self.latent = data["latent"]
+        self.scheduler_config = json.loads((root / data["scheduler"]["config"]).read_text())
+        self.sessions = {name: create_session(manifest.component_path(name), self.profile, threads) for name in ("text_encoder", "unet", "vae_decoder")}
+        self._static_batch = {name: self._static_batch_of(name) for name in self.sessions}
+        self._embedding_cache: OrderedDict[str, tuple[np.ndarray, bool]] = OrderedDict()
+        self._embedding_cache_size = 32
+
+    # -- loading -------------------------------------------------------------------------------
+    @classmethod
+    def load(
+        cls,
+        path: "str | os.PathLike[str] | None" = None,
+        target: str = "cpu",
+        *,
+        verify: bool = True,
+        threads: int | None = None,
+        two_pass: bool = False,
+    ) -> "Pipeline":
+        """Open a package folder (``None``: the built-in default model) on ``target``.
+
+        ``verify`` checks every file against the manifest's sha256 (cached by size + mtime).
+        ``two_pass`` runs classifier-free guidance as two UNet calls of one instead of one of
+        two: slower, but the UNet's peak memory roughly halves.
+        """
+        if path is None:
+            from .default_model import default_package_path
+
+            path = default_package_path()
+        manifest = Manifest.load(path)
+        if verify:
+            verify_package(manifest)
+        return cls(manifest, target=target, threads=threads, two_pass=two_pass)
+
+    @property
+    def id(self) -> str:
+        return self.manifest.id
+
+    def _static_batch_of(self, component: str) -> int | None:
+        batch = self.sessions[component].get_inputs()[0].shape[0]
+        return batch if isinstance(batch, int) else None
+
+    # -- requests ------------------------------------------------------------------------------
+    def resolve(self, request: GenerationRequest) -> ResolvedRequest:
+        """Fill defaults and validate everything before any inference starts."""
+        defaults = self.manifest.defaults
+        if not isinstance(request.prompt, str):
+            raise InvalidRequestError("prompt must be a string")
+        n = _as_int(request.n, "n")
+        if not 1 <= n <= MAX_IMAGES:
+            raise InvalidRequestError(f"n must be between 1 and {MAX_IMAGES}, got {n}")
+        steps = _as_int(request.steps if request.steps is not None else defaults.get("steps", 25), "steps")
+        if not 1 <= steps <= MAX_STEPS:
+            raise InvalidRequestError(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
+        guidance = request.guidance if request.guidance is not None else defaults.get("guidance", 7.5)
+        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not np.isfinite(guidance) or not 0 <= guidance <= 50:
+            raise InvalidRequestError(f"guidance must be a number between 0 and 50, got {guidance!r}")
+        scheduler = (request.scheduler or defaults.get("scheduler") or self.manifest.data.get("scheduler", {}).get("default") or "").strip().lower() or None
+        try:
+            make_scheduler(scheduler, self.scheduler_config)
+        except ValueError as exc:
+            raise InvalidRequestError(str(exc), hint=f"known schedulers: {', '.join(SCHEDULER_NAMES)}") from None
+        seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
+        seed = _as_int(seed, "seed")
+        if not 0 <= seed <= MAX_SEED - MAX_IMAGES:
+            raise InvalidRequestError(f"seed must be between 0 and {MAX_SEED - MAX_IMAGES}, got {seed}")
+        run_size, output_size = self.sizes.resolve(request.size if request.size is not None else defaults.get("size"))
+        negative = request.negative_prompt if request.negative_prompt is not None else ""
+        if not isinstance(negative, str):
+            raise InvalidRequestError("negative_prompt must be a string")
+        return ResolvedRequest(
+            prompt=request.prompt,
+            negative_prompt=negative,
+            n=n,
+            seed=seed,
+            run_size=run_size,
+            output_size=output_size,
+            steps=steps,
+            guidance=float(guidance),
+            scheduler=scheduler or "default",
+        )
+
+    def generate(
+        self,
+        prompt: str,
+        negative_prompt: str | None = None,
+        size: "str | Size | None" = None,
+        steps: int | None = None,
+        guidance: float | None = None,
+        seed: int | None = None,
+        scheduler: str | None = None,
+        n: int = 1,
+        *,
+        two_pass: bool | None = None,
+        latents: np.ndarray | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> list[Image.Image]:
+        """Generate ``n`` images for one prompt; ``None`` arguments take the package defaults.
+
+        ``latents`` (``[n, 4, h/8, w/8]``, before scaling by the scheduler's initial sigma)
+        replaces the seeded noise, for comparisons with other implementations.
+        """
+        request = GenerationRequest(prompt, negative_prompt, n, seed, size, steps, guidance, scheduler)
+        result = self.generate_batch([request], two_pass=two_pass, latents=latents, progress=progress)[0]
+        return result.images
+
+    def generate_batch(
+        self,
+        requests: Sequence["GenerationRequest | ResolvedRequest"],
+        *,
+        two_pass: bool | None = None,
+        latents: np.ndarray | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> list[GenerationResult]:
+        """Run several requests that share size, steps, guidance and scheduler in one loop.
+
+        Each image is exactly what it would be alone (per-image noise); the UNet just sees a
+        bigger batch. Raises InvalidRequestError if the requests are not compatible.
+        """
+        import time
+
+        resolved = [r if isinstance(r, ResolvedRequest) else self.resolve(r) for r in requests]
+        if not resolved:
+            return []
+        key = resolved[0].batch_key()
+        if any(r.batch_key() != key for r in resolved):
+            raise InvalidRequestError("requests in one batch must share size, steps, guidance and scheduler")
+        first = resolved[0]
+        two_pass = self.two_pass if two_pass is None else two_pass
+        timings: dict[str, float] = {}
+
+        started = time.perf_counter()
+        prompts = [r.prompt for r in resolved for _ in range(r.n)]
+        negatives = [r.negative_prompt for r in resolved for _ in range(r.n)]
+        cond, truncated = self._encode(prompts)
+        use_cfg = first.guidance > 1.0
+        uncond = self._encode(negatives)[0] if use_cfg else None
+        timings["text_encoder_s"] = time.perf_counter() - started
+
+        scheduler = make_scheduler(None if first.scheduler == "default" else first.scheduler, self.scheduler_config)
+        scheduler.set_timesteps(first.steps)
+        generators = [np.random.default_rng(r.seed + i) for r in resolved for i in range(r.n)]
+        channels = int(self.latent["channels"])
+        factor = int(self.latent["scale_factor"])
+        shape = (channels, first.run_size.height // factor, first.run_size.width // factor)
+        if latents is None:
+            sample = np.stack([g.standard_normal(shape, dtype=np.float32) for g in generators])
+        else:
+            sample = np.asarray(latents, dtype=np.float32)
+            if sample.shape != (len(generators), *shape):
+                raise InvalidRequestError(f"latents must have shape {(len(generators), *shape)}, got {sample.shape}")
+        sample = sample * np.float32(scheduler.init_noise_sigma)
+
+        started = time.perf_counter()
+        total = len(scheduler.timesteps)
+        for index, t in enumerate(scheduler.timesteps):
+            model_input = scheduler.scale_model_input(sample, t)
+            noise_pred = self._predict_noise(model_input, float(t), cond, uncond, first.guidance, two_pass)
+            noise = np.stack([g.standard_normal(shape, dtype=np.float32) for g in generators]) if scheduler.needs_noise else None
+            sample = scheduler.step(noise_pred, t, sample, noise=noise).astype(np.float32)
+            if progress is not None:
+                progress(index + 1, total)
+        timings["unet_s"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        decoded = self._decode(sample)
+        timings["vae_decoder_s"] = time.perf_counter() - started
+
+        images = decoded_to_pil(decoded, first.output_size)
+        results, offset = [], 0
+        for r in resolved:
+            results.append(
+                GenerationResult(images=images[offset : offset + r.n], request=r, truncated_prompt=any(truncated[offset : offset + r.n]), timings=dict(timings))
+            )
+            offset += r.n
+        return results
+
+    # -- components ----------------------------------------------------------------------------
+    def _run(self, component: str, feeds: dict[str, np.ndarray], chunk: int | None = None) -> np.ndarray:
+        """Run a component over the batch axis in chunks (a static package's batch, or ``chunk``).
+
+        A short last chunk of a static-batch model is padded by repeating its last row, and the
+        padding is cut from the result.
+        """
+        session = self.sessions[component]
+        total = next(iter(feeds.values())).shape[0]
+        size = self._static_batch[component] or chunk or total
+        outputs = []
+        for start in range(0, total, size):
+            part = {k: v[start : start + size] for k, v in feeds.items()}
+            rows = next(iter(part.values())).shape[0]
+            if rows < size and self._static_batch[component]:
+                part = {k: np.concatenate([v, np.repeat(v[-1:], size - rows, axis=0)]) for k, v in part.items()}
+            outputs.append(session.run(None, part)[0][:rows])
+        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
+
+    def _encode(self, texts: list[str]) -> tuple[np.ndarray, list[bool]]:
+        """Text embeddings ``[B, 77, D]``; each distinct text runs once, recent ones are cached.
+
+        The cache (a small LRU) mostly saves the empty negative prompt and a server's repeated
+        prompts; it holds embeddings, not images, so results are unchanged.
+        """
+        missing = [t for t in dict.fromkeys(texts) if t not in self._embedding_cache]
+        if missing:
+            ids, truncated = self.tokenizer.encode(missing)
+            embeddings = self._run("text_encoder", {"input_ids": ids}).astype(np.float32)
+            for text, emb, cut in zip(missing, embeddings, truncated):
+                if cut:
+                    log.warning("prompt longer than %d tokens was truncated: %.60s...", self.tokenizer.max_length, text)
+                self._embedding_cache[text] = (emb, cut)
+        entries = [self._embedding_cache[t] for t in texts]
+        for text in texts:
+            self._embedding_cache.move_to_end(text)
+        while len(self._embedding_cache) > self._embedding_cache_size:
+            self._embedding_cache.popitem(last=False)
+        return np.stack([e[0] for e in entries]), [e[1] for e in entries]
+
+    def _predict_noise(self, sample, t, cond, uncond, guidance, two_pass) -> np.ndarray:
+        batch = sample.shape[0]
+        if uncond is None:
+            feeds = {"sample": sample, "timestep": np.full((batch,), t, dtype=np.float32), "encoder_hidden_states": cond}
+            return self._run("unet", feeds)
+        feeds = {
+            "sample": np.concatenate([sample, sample]),
+            "timestep": np.full((2 * batch,), t, dtype=np.float32),
+            "encoder_hidden_states": np.concatenate([uncond, cond]),
+        }
+        out = self._run("unet", feeds, chunk=batch if two_pass else None)
+        noise_uncond, noise_cond = out[:batch], out[batch:]
+        return noise_uncond + np.float32(guidance) * (noise_cond - noise_uncond)
+
+    def _decode(self, sample: np.ndarray) -> np.ndarray:
+        """VAE decode one image at a time: at 512 px the decoder's activations dominate memory."""
+        latents = sample / np.float32(self.latent["scaling_factor"])
+        shift = self.latent.get("shift_factor")
+        if shift:
+            latents = latents + np.float32(shift)
+        return self._run("vae_decoder", {"latent_sample": latents.astype(np.float32)}, chunk=1)

@@ -1,0 +1,10 @@
+"""Execution targets: which onnxruntime provider runs a package, with which options.
+
+The runtime asks this package for a :class:`TargetProfile` and for sessions; it never talks
+to onnxruntime provider names itself. Never imports torch.
+"""
+
+from .profiles import TargetProfile, get_profile, known_targets, resolve_target
+from .session import create_session
+
+__all__ = ["TargetProfile", "get_profile", "known_targets", "resolve_target", "create_session"]
