@@ -33,6 +33,8 @@ from .tokenizer import PromptTokenizer
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int], None]
+# observer(component, inputs, output): sees every model call, e.g. to record calibration data
+Observer = Callable[[str, dict, np.ndarray], None]
 MAX_STEPS = 500
 MAX_IMAGES = 16
 MAX_SEED = 2**63 - 1
@@ -104,6 +106,7 @@ class Pipeline:
         self._static_batch = {name: self._static_batch_of(name) for name in self.sessions}
         self._embedding_cache: OrderedDict[str, tuple[np.ndarray, bool]] = OrderedDict()
         self._embedding_cache_size = 32
+        self.observers: list[Observer] = []
 
     # -- loading -------------------------------------------------------------------------------
     @classmethod
@@ -134,6 +137,10 @@ class Pipeline:
     @property
     def id(self) -> str:
         return self.manifest.id
+
+    def clear_caches(self) -> None:
+        """Forget cached prompt embeddings (so observers see every text-encoder call)."""
+        self._embedding_cache.clear()
 
     def _static_batch_of(self, component: str) -> int | None:
         batch = self.sessions[component].get_inputs()[0].shape[0]
@@ -290,7 +297,10 @@ class Pipeline:
             rows = next(iter(part.values())).shape[0]
             if rows < size and self._static_batch[component]:
                 part = {k: np.concatenate([v, np.repeat(v[-1:], size - rows, axis=0)]) for k, v in part.items()}
-            outputs.append(session.run(None, part)[0][:rows])
+            result = session.run(None, part)[0]
+            for observer in self.observers:
+                observer(component, part, result)
+            outputs.append(result[:rows])
         return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
 
     def _encode(self, texts: list[str]) -> tuple[np.ndarray, list[bool]]:
