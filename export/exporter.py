@@ -38,6 +38,7 @@ class ExportOptions:
     seed: int = 0
     overwrite: bool = False
     model_id: str | None = None
+    target: str | None = None  # apply that target's graph rewrites (e.g. "qnn": needs static shapes)
 
 
 def _peak_rss_mb() -> float:
@@ -67,6 +68,16 @@ def export_package(source: str, output: "str | Path", options: ExportOptions | N
         raise InvalidRequestError(f"--batch must be at least 1, got {options.batch}")
     if options.exporter not in ("torchscript", "dynamo"):
         raise InvalidRequestError(f"unknown exporter '{options.exporter}'", hint="use torchscript or dynamo")
+    target_profile = None
+    if options.target:
+        from nanoedge.targets import get_profile
+
+        target_profile = get_profile(options.target)
+        if target_profile.needs_static_shapes and options.static_shape is None:
+            raise InvalidRequestError(
+                f"target {target_profile.name} needs static shapes",
+                hint=f"add --static-shape WxH (e.g. 512x512) --batch 1 to the export for {target_profile.name}",
+            )
     output = Path(output)
     if output.exists() and not options.overwrite:
         raise InvalidRequestError(f"output '{output}' already exists", hint="choose another -o path, or pass --overwrite to replace it")
@@ -113,6 +124,11 @@ def export_package(source: str, output: "str | Path", options: ExportOptions | N
             except Exception as exc:
                 raise ExportError(f"exporting the {spec.name} to ONNX failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
                                   hint="run with -v for the full error; try --exporter dynamo") from exc
+            rewrites = None
+            if target_profile is not None and static is not None:
+                from .npu_rewrites import fold_static_graph
+
+                rewrites = fold_static_graph(model_file, external_data=len(written) > 1)
             gc.collect()
             export_seconds = time.perf_counter() - t0
             notify(f"verify:{spec.name}", {})
@@ -134,6 +150,8 @@ def export_package(source: str, output: "str | Path", options: ExportOptions | N
                 "verification": {"max_abs_diff": worst.max_abs_diff, "tolerance": options.tolerance, "checks": [c.as_dict() for c in checks]},
                 "export_seconds": round(export_seconds, 2),
             }
+            if rewrites is not None:
+                manifest["components"][spec.name]["rewrites"] = {"target": target_profile.name, "folded_ops": rewrites}
             notify(f"export:{spec.name}:done", {"max_abs_diff": worst.max_abs_diff, "seconds": export_seconds, "parameters": spec.parameters})
             del spec.module
             gc.collect()
@@ -171,6 +189,7 @@ def export_package(source: str, output: "str | Path", options: ExportOptions | N
             **model.provenance,
             "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "exporter": options.exporter,
+            "target": options.target,
             "opset": options.opset if options.exporter == "torchscript" else max(options.opset, 18),
             "tools": _tool_versions(),
             "export_seconds": round(time.perf_counter() - started, 1),

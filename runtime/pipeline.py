@@ -21,8 +21,9 @@ import numpy as np
 from PIL import Image
 
 from nanoedge.targets import create_session, resolve_target
+from nanoedge.targets.profiles import package_misfit
 
-from .errors import InvalidRequestError, PackageError
+from .errors import InvalidRequestError, PackageError, TargetUnavailableError
 from .images import decoded_to_pil
 from .integrity import verify_package
 from .manifest import Manifest
@@ -92,7 +93,10 @@ class Pipeline:
 
     def __init__(self, manifest: Manifest, target: str = "cpu", threads: int | None = None, two_pass: bool = False) -> None:
         self.manifest = manifest
-        self.profile = resolve_target(target)
+        self.profile = resolve_target(target, manifest.data)
+        misfit = package_misfit(self.profile, manifest.data)
+        if misfit:
+            raise TargetUnavailableError(f"package '{manifest.root}' cannot run on target {self.profile.name}: {misfit}")
         self.two_pass = two_pass
         data = manifest.data
         assert manifest.root is not None

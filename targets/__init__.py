@@ -4,7 +4,8 @@ The runtime asks this package for a :class:`TargetProfile` and for sessions; it 
 to onnxruntime provider names itself. Never imports torch.
 """
 
+from .detect import TargetStatus, detect
 from .profiles import TargetProfile, get_profile, known_targets, resolve_target
 from .session import create_session
 
-__all__ = ["TargetProfile", "get_profile", "known_targets", "resolve_target", "create_session"]
+__all__ = ["TargetProfile", "TargetStatus", "detect", "get_profile", "known_targets", "resolve_target", "create_session"]

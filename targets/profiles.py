@@ -1,8 +1,9 @@
 """Target profiles: one small record per kind of hardware.
 
-A profile says which execution providers to try (in order), with which options, what the
+A profile says which execution providers to use (in order), with which options, what the
 package should look like for it (static shapes, precision) and which pip package brings the
 provider, so that a missing provider turns into an install hint rather than a silent CPU run.
+Detection lives in :mod:`nanoedge.targets.detect`; session creation in ``session``.
 """
 
 from __future__ import annotations
@@ -18,44 +19,144 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TargetProfile:
+    """How to run a package on one kind of hardware.
+
+    ``providers`` are onnxruntime execution-provider names in priority order; ``plugin`` names
+    a provider shipped as a separate library that must be registered first (QNN);
+    ``full_offload`` means every node must run on the accelerator (CPU fallback disabled),
+    which is what an NPU deployment needs to be fast and what ``nanoedge check`` verifies.
+    """
+
     name: str
     description: str
     providers: tuple[str, ...]
-    provider_options: tuple[dict[str, Any], ...] = ()
+    provider_options: dict[str, dict[str, str]] = field(default_factory=dict)
     needs_static_shapes: bool = False
     schemes: tuple[str, ...] = ("fp32",)
     pip_package: str = "onnxruntime"
-    notes: str = ""
+    plugin: str | None = None
+    full_offload: bool = False
     session_config: dict[str, str] = field(default_factory=dict)
+    cache: str | None = None  # what `nanoedge compile` / the provider caches for fast start
+    notes: str = ""
 
-    def available_providers(self) -> list[str]:
-        import onnxruntime as ort
+    @property
+    def accelerator(self) -> str:
+        return self.providers[0]
 
-        return [p for p in self.providers if p in ort.get_available_providers()]
-
-    def is_available(self) -> bool:
-        return bool(self.available_providers())
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "providers": list(self.providers),
+            "provider_options": self.provider_options,
+            "needs_static_shapes": self.needs_static_shapes,
+            "schemes": list(self.schemes),
+            "pip_package": self.pip_package,
+            "full_offload": self.full_offload,
+            "cache": self.cache,
+            "notes": self.notes,
+        }
 
 
 _PROFILES: dict[str, TargetProfile] = {
-    "cpu": TargetProfile(
-        name="cpu",
-        description="onnxruntime CPU execution provider (x86-64 AVX2/AVX-512, ARM64 NEON)",
-        providers=("CPUExecutionProvider",),
-        schemes=("fp32", "int8", "dynamic", "weight-only"),
-        pip_package="onnxruntime",
-    ),
-    "cuda": TargetProfile(
-        name="cuda",
-        description="NVIDIA GPU through the CUDA execution provider",
-        providers=("CUDAExecutionProvider", "CPUExecutionProvider"),
-        schemes=("fp32",),
-        pip_package="onnxruntime-gpu",
-    ),
+    p.name: p
+    for p in (
+        TargetProfile(
+            name="cpu",
+            description="onnxruntime CPU execution provider (x86-64 AVX2/AVX-512, ARM64 NEON)",
+            providers=("CPUExecutionProvider",),
+            schemes=("fp32", "int8", "dynamic", "weight-only"),
+            notes="Thread count: NANOEDGE_THREADS or threads=; INT8 QDQ (uint8 weights without VNNI) or dynamic.",
+        ),
+        TargetProfile(
+            name="cuda",
+            description="NVIDIA GPU (desktop/server) through the CUDA execution provider, TensorRT when present",
+            providers=("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
+            provider_options={
+                "TensorrtExecutionProvider": {
+                    "trt_fp16_enable": "True",
+                    "trt_engine_cache_enable": "True",
+                    "trt_engine_cache_path": "{cache_dir}/tensorrt",
+                    "trt_timing_cache_enable": "True",
+                },
+                "CUDAExecutionProvider": {"cudnn_conv_algo_search": "HEURISTIC"},
+            },
+            schemes=("fp32", "fp16"),
+            pip_package="onnxruntime-gpu",
+            cache="TensorRT engine cache (built on first run, reused after)",
+            notes="pip install onnxruntime-gpu (CUDA 12 + cuDNN 9); TensorRT EP is used when its libraries are installed.",
+        ),
+        TargetProfile(
+            name="jetson",
+            description="NVIDIA Jetson (Orin/Xavier) through TensorRT FP16 with an engine cache, CUDA as fallback",
+            providers=("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
+            provider_options={
+                "TensorrtExecutionProvider": {
+                    "trt_fp16_enable": "True",
+                    "trt_engine_cache_enable": "True",
+                    "trt_engine_cache_path": "{cache_dir}/tensorrt",
+                    "trt_timing_cache_enable": "True",
+                    "trt_max_workspace_size": str(2 << 30),
+                },
+                "CUDAExecutionProvider": {"cudnn_conv_algo_search": "HEURISTIC"},
+            },
+            needs_static_shapes=False,
+            schemes=("fp32", "fp16"),
+            pip_package="onnxruntime-gpu (the JetPack wheel from NVIDIA's Jetson Zoo)",
+            cache="TensorRT engine cache (first load builds engines for minutes; later loads reuse them)",
+            notes="JetPack 6: install the onnxruntime-gpu wheel built for your JetPack/Python (Jetson Zoo), not the PyPI one; "
+            "export with --static-shape to avoid engine rebuilds per shape; set NANOEDGE_CACHE_DIR to persistent storage.",
+        ),
+        TargetProfile(
+            name="qnn",
+            description="Qualcomm Hexagon NPU (HTP) through the onnxruntime-qnn plugin",
+            providers=("QNNExecutionProvider",),
+            provider_options={"QNNExecutionProvider": {"htp_performance_mode": "burst", "htp_graph_finalization_optimization_mode": "3"}},
+            needs_static_shapes=True,
+            schemes=("w8a16", "int8"),
+            pip_package="onnxruntime-qnn",
+            plugin="onnxruntime_qnn",
+            full_offload=True,
+            session_config={"session.disable_cpu_ep_fallback": "1"},
+            cache="QNN context binaries (nanoedge compile --target qnn)",
+            notes="Export with --static-shape WxH --target qnn and quantize w8a16 (or int8); on x86-64 the HTP runs as a simulator.",
+        ),
+        TargetProfile(
+            name="openvino",
+            description="Intel CPU/GPU/NPU through the OpenVINO execution provider",
+            providers=("OpenVINOExecutionProvider", "CPUExecutionProvider"),
+            provider_options={"OpenVINOExecutionProvider": {"device_type": "NPU", "cache_dir": "{cache_dir}/openvino"}},
+            needs_static_shapes=True,
+            schemes=("fp32", "int8"),
+            pip_package="onnxruntime-openvino",
+            cache="OpenVINO model cache (cache_dir)",
+            notes="device_type NPU by default; NANOEDGE_OPENVINO_DEVICE=CPU|GPU|NPU overrides. NPUs need static shapes.",
+        ),
+        TargetProfile(
+            name="coreml",
+            description="Apple Neural Engine / GPU through the Core ML execution provider",
+            providers=("CoreMLExecutionProvider", "CPUExecutionProvider"),
+            provider_options={"CoreMLExecutionProvider": {"ModelFormat": "MLProgram", "MLComputeUnits": "ALL", "ModelCacheDirectory": "{cache_dir}/coreml"}},
+            needs_static_shapes=True,
+            schemes=("fp32", "fp16"),
+            pip_package="onnxruntime (macOS wheels include Core ML)",
+            cache="Core ML compiled model cache",
+            notes="macOS/iOS only; static shapes let the Neural Engine take the UNet.",
+        ),
+        TargetProfile(
+            name="xnnpack",
+            description="ARM CPUs (Android, Raspberry Pi) through the XNNPACK execution provider",
+            providers=("XnnpackExecutionProvider", "CPUExecutionProvider"),
+            schemes=("fp32", "int8"),
+            pip_package="onnxruntime built with --use_xnnpack (onnxruntime-android on Android)",
+            notes="The PyPI onnxruntime wheel does not include XNNPACK.",
+        ),
+    )
 }
 
 # Preference order for target="auto": the first usable one wins.
-_AUTO_ORDER = ("cuda", "cpu")
+AUTO_ORDER = ("jetson", "cuda", "qnn", "openvino", "coreml", "xnnpack", "cpu")
 
 
 def known_targets() -> list[str]:
@@ -66,25 +167,45 @@ def get_profile(name: str) -> TargetProfile:
     try:
         return _PROFILES[name.lower()]
     except KeyError:
-        raise InvalidRequestError(
-            f"unknown target '{name}'", hint=f"known targets: {', '.join(['auto', *_PROFILES])}"
-        ) from None
+        raise InvalidRequestError(f"unknown target '{name}'", hint=f"known targets: {', '.join(['auto', *_PROFILES])}") from None
 
 
-def resolve_target(name: str) -> TargetProfile:
-    """Return a usable profile for ``name`` ("auto" picks the best available) or explain why not."""
+def package_misfit(profile: TargetProfile, manifest: dict[str, Any] | None) -> str | None:
+    """Why a package does not suit ``profile`` (None when it does or when unknown)."""
+    if not manifest:
+        return None
+    compiled_for = manifest.get("compiled_for")
+    if compiled_for and compiled_for != profile.name:
+        return f"this package is precompiled for {compiled_for} and runs only there (use the package it was compiled from)"
+    if profile.needs_static_shapes and not manifest.get("sizes", {}).get("static"):
+        return f"{profile.name} needs static shapes and this package is dynamic (export with --static-shape WxH)"
+    precisions = {c.get("precision", "fp32") for c in manifest.get("components", {}).values()}
+    if profile.full_offload and not precisions & set(profile.schemes):
+        return f"{profile.name} needs a {' or '.join(profile.schemes)} package, this one is {', '.join(sorted(precisions))}"
+    return None
+
+
+def resolve_target(name: str, manifest: dict[str, Any] | None = None) -> TargetProfile:
+    """Return a usable profile for ``name`` or explain why not.
+
+    "auto" walks :data:`AUTO_ORDER` and takes the first target whose provider is present, that
+    is real hardware (not a simulator) and that the package suits; it logs each decision.
+    """
+    from .detect import detect
+
     if name.lower() == "auto":
-        for candidate in _AUTO_ORDER:
+        for candidate in AUTO_ORDER:
             profile = _PROFILES[candidate]
-            if profile.is_available():
-                log.info("target auto -> %s (%s is available)", profile.name, profile.providers[0])
+            status = detect(profile)
+            misfit = package_misfit(profile, manifest)
+            if status.usable and not status.simulated and misfit is None:
+                log.info("target auto -> %s (%s)", candidate, status.reason)
                 return profile
-            log.info("target auto: skipping %s (%s not available)", candidate, profile.providers[0])
+            why = misfit if status.usable and misfit else ("simulator only" if status.usable else status.reason)
+            log.info("target auto: not %s (%s)", candidate, why)
         return _PROFILES["cpu"]
     profile = get_profile(name)
-    if not profile.is_available():
-        raise TargetUnavailableError(
-            f"target '{profile.name}' needs {profile.providers[0]}, which this onnxruntime does not provide",
-            hint=f"install it with: pip install {profile.pip_package}",
-        )
+    status = detect(profile)
+    if not status.usable:
+        raise TargetUnavailableError(f"target '{profile.name}' is not usable here: {status.reason}", hint=status.hint)
     return profile

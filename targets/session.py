@@ -9,12 +9,31 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from nanoedge.runtime.errors import PackageError
+from nanoedge.runtime.errors import PackageError, TargetUnavailableError
 
 from .profiles import TargetProfile
 
 
-def session_options(profile: TargetProfile, threads: int | None = None):
+def cache_root() -> Path:
+    base = os.environ.get("NANOEDGE_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "nanoedge")
+    return Path(base)
+
+
+def _expand(options: dict[str, str]) -> dict[str, str]:
+    expanded = {k: v.replace("{cache_dir}", str(cache_root())) for k, v in options.items()}
+    for key, value in expanded.items():
+        if key.endswith(("cache_path", "cache_dir", "CacheDirectory")):
+            Path(value).mkdir(parents=True, exist_ok=True)
+    return expanded
+
+
+def session_options(
+    profile: TargetProfile,
+    threads: int | None = None,
+    extra_config: dict[str, str] | None = None,
+    allow_fallback: bool | None = None,
+):
+    """SessionOptions for ``profile``; ``allow_fallback=True`` lifts a full-offload rule (for checks)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -25,24 +44,52 @@ def session_options(profile: TargetProfile, threads: int | None = None):
     if threads:
         options.intra_op_num_threads = threads
     options.log_severity_level = 3  # errors only: ORT warnings are noise for end users
-    for key, value in profile.session_config.items():
+    config = dict(profile.session_config)
+    if allow_fallback:
+        config.pop("session.disable_cpu_ep_fallback", None)
+    config.update(extra_config or {})
+    for key, value in config.items():
         options.add_session_config_entry(key, value)
     return options
 
 
-def create_session(model_path: Path, profile: TargetProfile, threads: int | None = None):
+def create_session(
+    model_path: Path,
+    profile: TargetProfile,
+    threads: int | None = None,
+    extra_config: dict[str, str] | None = None,
+    allow_fallback: bool | None = None,
+):
     """Open ``model_path`` on the profile's providers; a broken file becomes a PackageError."""
     import onnxruntime as ort
 
-    providers = profile.available_providers() or ["CPUExecutionProvider"]
-    options_by_provider = dict(zip(profile.providers, profile.provider_options))
-    provider_args = [(p, options_by_provider.get(p, {})) for p in providers]
+    options = session_options(profile, threads, extra_config, allow_fallback)
     try:
-        return ort.InferenceSession(str(model_path), sess_options=session_options(profile, threads), providers=provider_args)
+        if profile.plugin:
+            from .plugins import plugin_devices, plugin_provider_options
+
+            devices = plugin_devices(profile)
+            if not devices:
+                raise TargetUnavailableError(f"{profile.accelerator} reports no device", hint=f"check the {profile.pip_package} install")
+            options.add_provider_for_devices(devices, plugin_provider_options(profile))
+            return ort.InferenceSession(str(model_path), sess_options=options)
+        available = set(ort.get_available_providers())
+        providers = [(p, _expand(profile.provider_options.get(p, {}))) for p in profile.providers if p in available]
+        if not providers:
+            providers = [("CPUExecutionProvider", {})]
+        return ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
+    except TargetUnavailableError:
+        raise
     except Exception as exc:  # onnxruntime raises several unrelated types for a bad file
         if not Path(model_path).exists():
             raise PackageError(f"model file '{model_path}' is missing", hint="re-export the package") from exc
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if profile.full_offload and ("fallback" in first_line.lower() or "EP_FAIL" in first_line or "finalize" in first_line):
+            raise TargetUnavailableError(
+                f"{profile.accelerator} cannot run '{model_path}' entirely: {first_line}",
+                hint=f"run `nanoedge check PACKAGE --target {profile.name}` to see which ops fall back; "
+                "export with --static-shape and quantize (w8a16 or int8) for this target",
+            ) from exc
         raise PackageError(
             f"onnxruntime could not load '{model_path}': {first_line}",
             hint="the file is corrupt or incomplete: copy the package again or re-run `nanoedge export`",

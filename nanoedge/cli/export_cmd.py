@@ -16,6 +16,7 @@ from .common import handle_errors
 @click.option("-o", "--output", required=True, type=click.Path(), help="Package folder to write (must not exist unless --overwrite).")
 @click.option("--static-shape", metavar="WxH", default=None, help="Fix height/width (NPUs need it), e.g. 512x512.")
 @click.option("--batch", type=int, default=1, show_default=True, help="Batch size fixed by --static-shape.")
+@click.option("--target", default=None, help="Prepare graphs for this target (e.g. qnn: folds static-shape graphs so the NPU takes them whole).")
 @click.option("--exporter", type=click.Choice(["torchscript", "dynamo"]), default="torchscript", show_default=True)
 @click.option("--opset", type=int, default=17, show_default=True)
 @click.option("--tolerance", type=float, default=1e-3, show_default=True, help="Allowed ONNX-vs-PyTorch max abs difference, relative to max(1, |reference|).")
@@ -24,7 +25,7 @@ from .common import handle_errors
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists (atomically, at the end).")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest summary as JSON.")
 @handle_errors
-def export(source, output, static_shape, batch, exporter, opset, tolerance, seed, model_id, overwrite, as_json):
+def export(source, output, static_shape, batch, target, exporter, opset, tolerance, seed, model_id, overwrite, as_json):
     """Export a diffusers checkpoint to an ONNX package.
 
     SOURCE is a local diffusers folder, a hub id (owner/name) or preset:NAME
@@ -45,6 +46,7 @@ def export(source, output, static_shape, batch, exporter, opset, tolerance, seed
         seed=seed,
         overwrite=overwrite,
         model_id=model_id,
+        target=target,
     )
     started = time.perf_counter()
     quiet = as_json

@@ -10,6 +10,7 @@ from .common import setup_logging
 from .export_cmd import export
 from .generate_cmd import generate
 from .info_cmd import info
+from .targets_cmd import check, compile_cmd, targets
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,6 +33,9 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 cli.add_command(export)
 cli.add_command(generate)
 cli.add_command(info)
+cli.add_command(targets)
+cli.add_command(check)
+cli.add_command(compile_cmd)
 
 
 def main() -> None:
