@@ -6,6 +6,7 @@ import click
 
 from nanoedge import __version__
 
+from .bench_cmd import bench
 from .common import setup_logging
 from .export_cmd import export
 from .generate_cmd import generate
@@ -36,6 +37,7 @@ cli.add_command(info)
 cli.add_command(targets)
 cli.add_command(check)
 cli.add_command(compile_cmd)
+cli.add_command(bench)
 
 
 def main() -> None:
