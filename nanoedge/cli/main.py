@@ -11,6 +11,7 @@ from .common import setup_logging
 from .export_cmd import export
 from .generate_cmd import generate
 from .info_cmd import info
+from .serve_cmd import serve
 from .targets_cmd import check, compile_cmd, targets
 
 
@@ -34,6 +35,7 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 cli.add_command(export)
 cli.add_command(generate)
 cli.add_command(info)
+cli.add_command(serve)
 cli.add_command(targets)
 cli.add_command(check)
 cli.add_command(compile_cmd)

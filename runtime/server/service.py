@@ -1,0 +1,229 @@
+"""The image service: an :class:`ImageRequest` in, encoded images out.
+
+This is where a request meets the model: the model name is resolved (package id or alias),
+style, quality and size are turned into prompt, steps and run/output sizes, the pipeline
+validates the rest, and the work goes either to the result cache (seeded requests) or to the
+inference worker. Nothing here knows about HTTP, so the same logic serves any front.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Awaitable, Callable
+
+from nanoedge import __version__
+from nanoedge.runtime.errors import InvalidRequestError
+from nanoedge.runtime.pipeline import GenerationRequest, GenerationResult, Pipeline, ResolvedRequest
+
+from .cache import ResultCache, package_fingerprint
+from .encoding import encode_images
+from .errors import APIError, invalid, model_not_found, queue_full, unavailable
+from .files import ImageStore
+from .metrics import Metrics
+from .quality import ECHOABLE as ECHOABLE_QUALITIES
+from .quality import QualityTable
+from .settings import ServerSettings
+from .sizing import ECHOABLE_SIZES, SizePlanner
+from .styles import StyleBook
+from .validation import ImageRequest
+from .worker import InferenceWorker, Job, QueueFull, WorkerStopped
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PreparedRequest:
+    """A validated request, ready for the cache or the worker."""
+
+    request: ImageRequest
+    resolved: ResolvedRequest
+    revised_prompt: str
+    quality: str
+    cache_key: str | None
+
+
+@dataclass(frozen=True)
+class ImageBatch:
+    """Encoded images of one answered request."""
+
+    images: list[bytes]
+    fmt: str
+    seed: int
+    cache: str | None  # "hit" / "miss" for seeded requests, None otherwise
+
+
+def _created_at(data: dict[str, Any]) -> int:
+    stamp = (data.get("provenance") or {}).get("exported_at")
+    try:
+        return int(datetime.fromisoformat(str(stamp)).timestamp())
+    except (TypeError, ValueError):
+        return int(time.time())
+
+
+class ImageService:
+    def __init__(self, pipeline: Pipeline, settings: ServerSettings, metrics: Metrics) -> None:
+        self.pipeline = pipeline
+        self.settings = settings
+        self.metrics = metrics
+        data = pipeline.manifest.data
+        self.model_id = pipeline.manifest.id
+        self.model_names = list(dict.fromkeys([self.model_id, *pipeline.manifest.aliases, *settings.aliases]))
+        self.model_created = _created_at(data)
+        self.styles = StyleBook.from_manifest(data)
+        self.quality = QualityTable.from_manifest(data)
+        self.sizes = SizePlanner(pipeline.sizes, (data.get("defaults") or {}).get("size"), settings.max_pixels)
+        self.worker = InferenceWorker(pipeline, max_queue=settings.max_queue, max_batch=settings.max_batch, on_batch=metrics.observe_batch)
+        self.cache: ResultCache | None = None
+        if settings.cache_dir is not None and settings.cache_max_mb > 0:
+            namespace = f"{package_fingerprint(pipeline.manifest.files)}:{__version__}:{pipeline.profile.name}:{pipeline.two_pass}"
+            self.cache = ResultCache(settings.cache_dir, int(settings.cache_max_mb * 2**20), namespace)
+        self.files = ImageStore(settings.files_dir, settings.files_ttl_s, int(settings.files_max_mb * 2**20))
+        metrics.gauge("nanoedge_queue_depth", self.worker.depth)
+        metrics.gauge("nanoedge_worker_busy", lambda: float(self.worker.busy()))
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> None:
+        self.worker.start()
+
+    def warm_up(self) -> float:
+        """Run one tiny generation (smallest size, one step) so the first client does not pay
+        for onnxruntime's first-run allocations. Returns the seconds it took."""
+        started = time.perf_counter()
+        rules = self.pipeline.sizes
+        m = rules.multiple_of
+        side = max(m, -(-rules.minimum // m) * m)
+        size = rules.static or f"{side}x{side}"
+        request = self.pipeline.resolve(GenerationRequest("warm-up", n=1, seed=0, size=size, steps=1))
+        self.pipeline.generate_batch([request])
+        return time.perf_counter() - started
+
+    def stop(self, timeout: float | None = None) -> None:
+        self.worker.stop(timeout)
+        self.files.close()
+
+    # -- requests ------------------------------------------------------------------------------
+    def resolve_model(self, name: str | None) -> str:
+        if name is None or name in self.model_names:
+            return self.model_id
+        raise model_not_found(name, self.model_names)
+
+    def prepare(self, request: ImageRequest) -> PreparedRequest:
+        """Turn a parsed request into pipeline terms; 400/404 APIError for what cannot be done."""
+        self.resolve_model(request.model)
+        prompt, negative = request.prompt, request.negative_prompt
+        if request.style is not None:
+            style = self.styles.lookup(request.style)
+            assert style is not None  # validation checked the label
+            prompt, negative = style.apply(prompt, negative)
+        plan = self.quality.plan(request.quality)
+        steps = request.steps if request.steps is not None else plan.steps
+        sizes = self.sizes.plan(request.size)
+        generation = GenerationRequest(
+            prompt=prompt,
+            negative_prompt=negative,
+            n=request.n,
+            seed=request.seed,
+            size=str(sizes.run),
+            steps=steps,
+            guidance=request.guidance_scale,
+            scheduler=request.scheduler,
+        )
+        try:
+            resolved = self.pipeline.resolve(generation)
+        except InvalidRequestError as exc:
+            param = "scheduler" if "scheduler" in exc.message else None
+            message = exc.message + (f" ({exc.hint})" if exc.hint and exc.hint not in exc.message else "")
+            raise invalid(message[0].upper() + message[1:], param) from None
+        resolved = dataclasses.replace(resolved, output_size=sizes.output)
+        key = None
+        if self.cache is not None and request.seed is not None:
+            key = self.cache.key(
+                {
+                    "prompt": resolved.prompt,
+                    "negative_prompt": resolved.negative_prompt,
+                    "n": resolved.n,
+                    "seed": resolved.seed,
+                    "run_size": str(resolved.run_size),
+                    "output_size": str(resolved.output_size),
+                    "steps": resolved.steps,
+                    "guidance": resolved.guidance,
+                    "scheduler": resolved.scheduler,
+                    "output_format": request.output_format,
+                    "output_compression": request.output_compression if request.output_format != "png" else None,
+                }
+            )
+        return PreparedRequest(request, resolved, prompt, plan.quality, key)
+
+    async def generate(self, prepared: PreparedRequest, disconnected: Callable[[], Awaitable[None]] | None = None) -> ImageBatch:
+        """Answer from the cache or the worker; raises APIError for 429/503/504 and ClientGone
+        when ``disconnected()`` (an awaitable that ends when the client leaves) finishes first."""
+        request, resolved = prepared.request, prepared.resolved
+        if prepared.cache_key is not None and self.cache is not None:
+            cached = await asyncio.to_thread(self.cache.get, prepared.cache_key)
+            self.metrics.count_cache(cached is not None)
+            if cached is not None:
+                return ImageBatch(cached[0], request.output_format, resolved.seed, "hit")
+        try:
+            job = self.worker.submit(resolved)
+        except QueueFull as full:
+            raise queue_full(full.retry_after_s) from None
+        except WorkerStopped:
+            raise unavailable("The server is shutting down; retry in a moment.", "shutting_down", 5) from None
+        result = await self._wait(job, disconnected)
+        images = await asyncio.to_thread(encode_images, result.images, request.output_format, request.output_compression)
+        cache_state = None
+        if prepared.cache_key is not None and self.cache is not None:
+            await asyncio.to_thread(self.cache.put, prepared.cache_key, images, {"seed": resolved.seed, "format": request.output_format})
+            cache_state = "miss"
+        return ImageBatch(images, request.output_format, resolved.seed, cache_state)
+
+    async def _wait(self, job: Job, disconnected: Callable[[], Awaitable[None]] | None) -> GenerationResult:
+        """Wait for the job, the timeout or the client leaving, whichever comes first."""
+        waiter = asyncio.wrap_future(job.future)
+        watch = asyncio.ensure_future(disconnected()) if disconnected is not None else None
+        try:
+            remaining = self.settings.request_timeout_s - (time.monotonic() - job.enqueued_at)
+            pending = {waiter} if watch is None else {waiter, watch}
+            done, _ = await asyncio.wait(pending, timeout=max(0.0, remaining), return_when=asyncio.FIRST_COMPLETED)
+            if waiter in done:
+                return waiter.result()
+            started = job.started
+            job.future.cancel()
+            if watch is not None and watch in done:
+                self.metrics.count_dropped()
+                log.info("client disconnected; %s", "its result will be discarded" if started else "dropped its queued work")
+                raise ClientGone()
+            if not started:
+                self.metrics.count_dropped()
+            raise APIError(
+                504,
+                f"The request did not finish within the server's {self.settings.request_timeout_s:g} s limit"
+                + ("; it was still waiting in the queue, retry later." if not started else "; ask for fewer steps, fewer images or a smaller size."),
+                type="server_error",
+                code="timeout",
+                headers={"x-should-retry": "true" if not started else "false"},
+            )
+        finally:
+            if watch is not None:
+                watch.cancel()
+            if not waiter.done():
+                waiter.cancel()
+
+    def encode_echo(self, prepared: PreparedRequest) -> dict[str, Any]:
+        """Top-level response fields; only values the official schema allows are echoed."""
+        echo: dict[str, Any] = {"output_format": prepared.request.output_format}
+        size = str(prepared.resolved.output_size)
+        if size in ECHOABLE_SIZES:
+            echo["size"] = size
+        if prepared.quality in ECHOABLE_QUALITIES:
+            echo["quality"] = prepared.quality
+        return echo
+
+
+class ClientGone(Exception):
+    """The client closed the connection; there is nobody to answer."""

@@ -1,0 +1,62 @@
+"""Everything `nanoedge serve` can be told, in one frozen record.
+
+The app factory, the worker, the cache and the file store all read their knobs from here, so
+tests build a server with exactly the settings they need and the CLI is a thin mapping from
+flags to fields.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    #: Extra names clients may use in ``model`` (e.g. a hosted model name such as nano-banana-2).
+    aliases: tuple[str, ...] = ()
+    #: Accepted bearer keys; empty means no authentication.
+    api_keys: tuple[str, ...] = ()
+    #: Requests waiting for the worker (not counting the batch being generated) before 429.
+    max_queue: int = 32
+    #: Images generated together in one UNet call (requests are batched up to this).
+    max_batch: int = 4
+    #: Seconds from arrival until a request is answered 504 (and its queued work dropped).
+    request_timeout_s: float = 600.0
+    #: Seeded-request result cache; ``None`` or ``cache_max_mb == 0`` disables it.
+    cache_dir: Path | None = None
+    cache_max_mb: float = 512.0
+    #: Where response_format=url images live and for how long they can be fetched.
+    files_dir: Path | None = None
+    files_ttl_s: float = 3600.0
+    files_max_mb: float = 1024.0
+    #: Largest image area generated directly; bigger requested sizes are generated at the
+    #: package's native area (same aspect ratio) and resized. ``None``: the native area.
+    max_pixels: int | None = None
+    #: Absolute URL prefix for image URLs (behind a proxy); ``None``: from the request.
+    public_url: str | None = None
+    #: Largest accepted request body.
+    max_body_bytes: int = 1 << 20
+    #: Seconds SIGTERM waits for in-flight work before closing connections.
+    drain_timeout_s: float = 600.0
+    #: Run one tiny generation before turning ready, so the first client is not the warm-up.
+    warmup: bool = True
+    #: Suggested Retry-After while the model loads.
+    loading_retry_after_s: float = 2.0
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_keys)
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host in ("localhost", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,221 @@
+"""One inference thread fed by a bounded queue, batching compatible requests.
+
+onnxruntime already uses every core for one generation, so a second concurrent generation
+would only compete for the same cores and memory: the server runs exactly one, in one thread,
+and lets the asyncio front wait on :class:`concurrent.futures.Future` objects. While a batch
+runs, new requests queue up; the next batch takes the oldest waiting request plus any others
+that share its size, steps, guidance, scheduler and output size, up to ``max_batch`` images,
+so under load requests share UNet calls without anyone waiting on a timer.
+
+A queued request whose client went away (or whose timeout passed) is cancelled through its
+future and skipped when the worker reaches it. A request with more images than ``max_batch``
+is generated in slices; the pipeline draws noise per image from ``seed + i``, so slicing (like
+batching) does not change any image.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol, Sequence
+
+from nanoedge.runtime.pipeline import GenerationResult, ResolvedRequest
+
+log = logging.getLogger(__name__)
+
+
+class BatchGenerator(Protocol):
+    """What the worker needs from a pipeline (tests substitute slow or failing fakes)."""
+
+    def generate_batch(self, requests: Sequence[ResolvedRequest]) -> list[GenerationResult]: ...
+
+
+class QueueFull(Exception):
+    """The queue holds ``max_queue`` requests already; ``retry_after_s`` estimates the wait."""
+
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__("queue full")
+        self.retry_after_s = retry_after_s
+
+
+class WorkerStopped(Exception):
+    """The worker is shutting down and takes no new work."""
+
+
+@dataclass
+class Job:
+    request: ResolvedRequest
+    future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
+    enqueued_at: float = field(default_factory=time.monotonic)
+
+    def group(self) -> tuple:
+        # output_size is part of the key: the pipeline resizes a whole batch to one size.
+        return (self.request.batch_key(), self.request.output_size)
+
+    @property
+    def started(self) -> bool:
+        return self.future.running() or self.future.done()
+
+
+@dataclass
+class WorkerStats:
+    batches: int = 0
+    images: int = 0
+    dropped: int = 0
+    seconds_per_image: float = 0.0
+
+
+BatchObserver = Callable[[int, float], None]
+
+
+class InferenceWorker:
+    """Owns the pipeline: every generation goes through :meth:`submit`."""
+
+    def __init__(
+        self,
+        pipeline: BatchGenerator,
+        *,
+        max_queue: int = 32,
+        max_batch: int = 4,
+        on_batch: BatchObserver | None = None,
+    ) -> None:
+        if max_queue < 1 or max_batch < 1:
+            raise ValueError("max_queue and max_batch must be at least 1")
+        self.pipeline = pipeline
+        self.max_queue = max_queue
+        self.max_batch = max_batch
+        self.stats = WorkerStats()
+        self._on_batch = on_batch
+        self._queue: collections.deque[Job] = collections.deque()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._busy = False
+        self._thread = threading.Thread(target=self._loop, name="nanoedge-inference", daemon=True)
+
+    # -- front side (any thread) ---------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, request: ResolvedRequest) -> Job:
+        """Queue a request; raise QueueFull or WorkerStopped instead of waiting."""
+        with self._cond:
+            if self._stopping:
+                raise WorkerStopped()
+            self._purge_cancelled()
+            if len(self._queue) >= self.max_queue:
+                raise QueueFull(self._estimate_wait())
+            job = Job(request)
+            self._queue.append(job)
+            self._cond.notify()
+            return job
+
+    def depth(self) -> int:
+        """Requests waiting (cancelled ones excluded), not counting the running batch."""
+        with self._cond:
+            return sum(1 for j in self._queue if not j.future.cancelled())
+
+    def busy(self) -> bool:
+        return self._busy
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Finish what is queued, then end the thread."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    # -- worker side ---------------------------------------------------------------------------
+    def _purge_cancelled(self) -> None:
+        if any(j.future.cancelled() for j in self._queue):
+            kept = [j for j in self._queue if not j.future.cancelled()]
+            self.stats.dropped += len(self._queue) - len(kept)
+            self._queue = collections.deque(kept)
+
+    def _estimate_wait(self) -> float:
+        images = sum(j.request.n for j in self._queue) + (self.max_batch if self._busy else 0)
+        per_image = self.stats.seconds_per_image or 1.0
+        return per_image * images / max(1, min(self.max_batch, 2)) + 1.0
+
+    def _take_batch(self) -> list[Job]:
+        """Oldest live job plus compatible followers, up to max_batch images (lock held)."""
+        batch: list[Job] = []
+        images = 0
+        key = None
+        remaining: collections.deque[Job] = collections.deque()
+        while self._queue:
+            job = self._queue.popleft()
+            if job.future.cancelled():
+                self.stats.dropped += 1
+                continue
+            if key is None:
+                if job.future.set_running_or_notify_cancel():
+                    key, images = job.group(), job.request.n
+                    batch.append(job)
+                continue
+            if job.group() == key and images + job.request.n <= self.max_batch:
+                if job.future.set_running_or_notify_cancel():
+                    batch.append(job)
+                    images += job.request.n
+                continue
+            remaining.append(job)
+        self._queue = remaining
+        return batch
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopping:
+                    self._cond.wait()
+                if not self._queue and self._stopping:
+                    return
+                batch = self._take_batch()
+                self._busy = bool(batch)
+            if batch:
+                try:
+                    self._run(batch)
+                finally:
+                    self._busy = False
+
+    def _run(self, batch: list[Job]) -> None:
+        started = time.perf_counter()
+        images = sum(j.request.n for j in batch)
+        try:
+            if len(batch) == 1 and batch[0].request.n > self.max_batch:
+                results = [self._run_sliced(batch[0].request)]
+            else:
+                results = self.pipeline.generate_batch([j.request for j in batch])
+        except BaseException as exc:  # every waiting client gets the error, the thread lives on
+            log.exception("generation failed for a batch of %d request(s)", len(batch))
+            for job in batch:
+                job.future.set_exception(exc)
+            return
+        elapsed = time.perf_counter() - started
+        for job, result in zip(batch, results):
+            job.future.set_result(result)
+        self.stats.batches += 1
+        self.stats.images += images
+        per_image = elapsed / max(1, images)
+        self.stats.seconds_per_image = per_image if not self.stats.seconds_per_image else 0.8 * self.stats.seconds_per_image + 0.2 * per_image
+        log.debug("batch of %d request(s), %d image(s) in %.2f s", len(batch), images, elapsed)
+        if self._on_batch is not None:
+            self._on_batch(images, elapsed)
+
+    def _run_sliced(self, request: ResolvedRequest) -> GenerationResult:
+        """Generate a request bigger than max_batch in slices; images stay the same."""
+        images = []
+        truncated = False
+        timings: dict[str, float] = {}
+        for offset in range(0, request.n, self.max_batch):
+            part = dataclasses.replace(request, n=min(self.max_batch, request.n - offset), seed=request.seed + offset)
+            result = self.pipeline.generate_batch([part])[0]
+            images.extend(result.images)
+            truncated = truncated or result.truncated_prompt
+            for name, value in result.timings.items():
+                timings[name] = timings.get(name, 0.0) + value
+        return GenerationResult(images=images, request=request, truncated_prompt=truncated, timings=timings)
