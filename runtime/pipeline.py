@@ -170,6 +170,10 @@ class Pipeline:
             make_scheduler(scheduler, self.scheduler_config)
         except ValueError as exc:
             raise InvalidRequestError(str(exc), hint=f"known schedulers: {', '.join(SCHEDULER_NAMES)}") from None
+        try:  # some schedulers limit the step count (LCM <= 50, PNDM's PRK path >= 4)
+            make_scheduler(scheduler, self.scheduler_config).set_timesteps(steps)
+        except ValueError as exc:
+            raise InvalidRequestError(f"{scheduler or 'the default scheduler'} cannot run {steps} steps: {exc}") from None
         seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
         seed = _as_int(seed, "seed")
         if not 0 <= seed <= MAX_SEED - MAX_IMAGES:
