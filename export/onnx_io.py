@@ -57,7 +57,7 @@ def export_component(
                     }
                 torch.onnx.export(
                     spec.module, trace_inputs, str(raw), input_names=spec.input_names, output_names=spec.output_names,
-                    opset_version=max(opset, 18), dynamo=True, dynamic_shapes=dynamic_shapes, external_data=True,
+                    opset_version=max(opset, 18), dynamo=True, dynamic_shapes=dynamic_shapes, external_data=True, verbose=False,
                 )
             else:
                 torch.onnx.export(
