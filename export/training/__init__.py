@@ -1,0 +1,8 @@
+"""Training nanoedge's built-in demo model (torch; part of the ``export`` extra).
+
+``python -m nanoedge.export.training -o DIR`` runs the whole recipe; see docs/demo-model.md.
+"""
+
+from .train import TrainConfig, train_demo
+
+__all__ = ["TrainConfig", "train_demo"]

@@ -1,0 +1,36 @@
+"""``python -m nanoedge.export.training -o DIR [--unet-steps N ...]``: train the demo model.
+
+Every TrainConfig field is a flag (``--unet-steps``, ``--seed``...); the defaults reproduce
+the shipped checkpoint. Progress goes to stderr, one line per 50 steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+
+from .train import TrainConfig, train_demo
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nanoedge.export.training", description=__doc__.splitlines()[0])
+    parser.add_argument("-o", "--output", required=True, help="checkpoint folder to write (diffusers layout)")
+    parser.add_argument("--no-previews", action="store_true", help="skip the judged preview strips written beside OUTPUT")
+    for f in dataclasses.fields(TrainConfig):
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
+    args = parser.parse_args(argv)
+    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+
+    def report(stage: str, info: dict) -> None:
+        text = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items())
+        logging.getLogger("nanoedge.train").info("%s %s", stage, text)
+
+    train_demo(args.output, cfg, report=report, previews=not args.no_previews)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

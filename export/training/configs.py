@@ -1,0 +1,77 @@
+"""Architecture of the demo model: small configs of the real Stable Diffusion family.
+
+Why these sizes: the model must learn the scene world in well under an hour on two CPU cores
+and ship in a few MB, yet keep every structural feature a real SD checkpoint has (KL VAE,
+cross-attention UNet, CLIP text transformer, epsilon prediction on SD's beta schedule) so
+exporting, quantizing and running it exercises the same code paths as the big models.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: Latents are 4 x 16 x 16 for a 64 x 64 image (scale factor 4: shapes stay a few latents wide).
+VAE_CONFIG: dict[str, Any] = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "latent_channels": 4,
+    "block_out_channels": [16, 32, 64],
+    "down_block_types": ["DownEncoderBlock2D"] * 3,
+    "up_block_types": ["UpDecoderBlock2D"] * 3,
+    "layers_per_block": 1,
+    "norm_num_groups": 8,
+    "sample_size": 64,
+    # No attention in the VAE: flat shapes need none, and it lets the VAE train on crops.
+    "mid_block_add_attention": False,
+}
+
+UNET_CONFIG: dict[str, Any] = {
+    "sample_size": 16,
+    "in_channels": 4,
+    "out_channels": 4,
+    "layers_per_block": 1,
+    "block_out_channels": [32, 64, 64],
+    # Cross-attention at 8x8 and 4x4 only: enough to place a shape at one of five anchors,
+    # and it keeps 256-token attention (the costliest layer on a CPU) out of the model.
+    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+    "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+    "cross_attention_dim": 64,
+    "attention_head_dim": 4,
+    "norm_num_groups": 16,
+}
+
+TEXT_MAX_LENGTH = 24
+
+
+def text_encoder_config(vocab_size: int, bos_id: int, eos_id: int, pad_id: int) -> dict[str, Any]:
+    """CLIP text transformer sized for a ~60-word vocabulary and 24-token prompts."""
+    return {
+        "vocab_size": vocab_size,
+        "hidden_size": 64,
+        "intermediate_size": 256,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 4,
+        "max_position_embeddings": TEXT_MAX_LENGTH,
+        "hidden_act": "quick_gelu",
+        "layer_norm_eps": 1e-5,
+        "bos_token_id": bos_id,
+        "eos_token_id": eos_id,
+        "pad_token_id": pad_id,
+        "projection_dim": 64,
+    }
+
+
+#: SD's own noise schedule, with DDIM as the sampler the package defaults to.
+SCHEDULER_CONFIG: dict[str, Any] = {
+    "_class_name": "DDIMScheduler",
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "prediction_type": "epsilon",
+    "clip_sample": False,
+    "set_alpha_to_one": False,
+    "steps_offset": 1,
+    "timestep_spacing": "leading",
+    "thresholding": False,
+}

@@ -1,0 +1,36 @@
+"""Training data: rendered scenes of the demo world, as tensors, plus fresh captions per step.
+
+Images are rendered once (a seeded, held-out-free draw); captions are re-drawn every time a
+scene is used, so the text encoder sees many phrasings of the same picture.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from nanoedge.runtime.demo.world import Scene, caption_for, render_scene, sample_scenes
+
+
+@dataclass
+class SceneSet:
+    scenes: list[Scene]
+    images: torch.Tensor  # [N, 3, 64, 64] in [-1, 1]
+
+    def __len__(self) -> int:
+        return len(self.scenes)
+
+
+def render_scene_set(seed: int, count: int) -> SceneSet:
+    """``count`` training scenes (never a held-out combination) rendered to a [-1, 1] tensor."""
+    scenes = list(sample_scenes(seed, count, allow_held_out=False))
+    pixels = np.stack([np.asarray(render_scene(s), dtype=np.uint8) for s in scenes])
+    images = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    return SceneSet(scenes, images.contiguous())
+
+
+def draw_captions(scenes: list[Scene], indices: np.ndarray, rng: np.random.Generator, drop: float) -> list[str]:
+    """A fresh caption per chosen scene; with probability ``drop`` the empty prompt (for CFG)."""
+    return ["" if rng.random() < drop else caption_for(scenes[i], rng) for i in indices]
