@@ -38,6 +38,11 @@ class ExportOptions:
     seed: int = 0
     overwrite: bool = False
     model_id: str | None = None
+    # Sizes served by resizing the native image (models trained below what clients ask for).
+    output_sizes: tuple[Size, ...] = ()
+    # Package defaults that override the source's (tuned per model, e.g. the demo model).
+    default_steps: int | None = None
+    default_guidance: float | None = None
     target: str | None = None  # apply that target's graph rewrites (e.g. "qnn": needs static shapes)
 
 
@@ -177,12 +182,12 @@ def export_package(source: str, output: "str | Path", options: ExportOptions | N
             "max": max(2048, native * 2),
             "static": str(static) if static else None,
             "static_batch": options.batch if static else None,
-            "output": [],
+            "output": [str(s) for s in options.output_sizes],
         }
         manifest["defaults"] = {
             "size": str(default_size),
-            "steps": int(model.defaults.get("steps", 25)),
-            "guidance": float(model.defaults.get("guidance", 7.5)),
+            "steps": int(options.default_steps or model.defaults.get("steps", 25)),
+            "guidance": float(options.default_guidance if options.default_guidance is not None else model.defaults.get("guidance", 7.5)),
             "scheduler": None,
         }
         manifest["provenance"] = {
@@ -219,7 +224,7 @@ def _write_tokenizer(model, stage: Path, manifest: dict[str, Any]) -> None:
         "path": "tokenizer/tokenizer.json",
         "max_length": int(model.tokenizer.model_max_length),
         "pad_id": int(model.tokenizer.pad_token_id),
-        "kind": "clip-bpe",
+        "kind": "clip-bpe" if type(model.tokenizer.backend_tokenizer.model).__name__ == "BPE" else "word-level",
     }
 
 

@@ -88,7 +88,7 @@ def _load_pretrained(location: str, model_id: str, origin: dict[str, Any]) -> So
         text_encoder = transformers.CLIPTextModel.from_pretrained(location, subfolder="text_encoder", torch_dtype=torch.float32)
         unet = diffusers.UNet2DConditionModel.from_pretrained(location, subfolder="unet", torch_dtype=torch.float32)
         vae = diffusers.AutoencoderKL.from_pretrained(location, subfolder="vae", torch_dtype=torch.float32)
-        tokenizer = transformers.CLIPTokenizerFast.from_pretrained(location, subfolder="tokenizer")
+        tokenizer = _load_tokenizer(transformers, location)
         scheduler_config = dict(diffusers.PNDMScheduler.load_config(location, subfolder="scheduler"))
     except OSError as exc:
         hint = (
@@ -108,6 +108,24 @@ def _load_pretrained(location: str, model_id: str, origin: dict[str, Any]) -> So
         defaults={"steps": 25, "guidance": 7.5},
         provenance={"source": origin},
     )
+
+
+def _load_tokenizer(transformers, location: str):
+    """CLIP's fast tokenizer, or a plain fast tokenizer when the folder says it is one.
+
+    SD checkpoints ship a CLIP BPE tokenizer; small checkpoints trained here (the demo model)
+    ship a word-level ``tokenizer.json`` whose ``tokenizer_config.json`` names
+    ``PreTrainedTokenizerFast``, which CLIPTokenizerFast refuses to load.
+    """
+    config_file = None
+    folder = Path(location) / "tokenizer"
+    if folder.is_dir():
+        config_file = folder / "tokenizer_config.json"
+    if config_file is not None and config_file.is_file():
+        tokenizer_class = json.loads(config_file.read_text()).get("tokenizer_class")
+        if tokenizer_class == "PreTrainedTokenizerFast":
+            return transformers.PreTrainedTokenizerFast.from_pretrained(location, subfolder="tokenizer")
+    return transformers.CLIPTokenizerFast.from_pretrained(location, subfolder="tokenizer")
 
 
 def _load_preset(name: str, seed: int) -> SourceModel:

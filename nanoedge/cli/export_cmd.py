@@ -22,10 +22,13 @@ from .common import handle_errors
 @click.option("--tolerance", type=float, default=1e-3, show_default=True, help="Allowed ONNX-vs-PyTorch max abs difference, relative to max(1, |reference|).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Weight seed for preset:NAME sources.")
 @click.option("--id", "model_id", default=None, help="Model id written into the manifest (default: the source's name).")
+@click.option("--output-sizes", default=None, metavar="WxH,...", help="Extra sizes served by resizing the native image, e.g. 512x512,768x768.")
+@click.option("--default-steps", type=int, default=None, help="Steps the package defaults to (default: the source's).")
+@click.option("--default-guidance", type=float, default=None, help="Guidance the package defaults to (default: the source's).")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists (atomically, at the end).")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest summary as JSON.")
 @handle_errors
-def export(source, output, static_shape, batch, target, exporter, opset, tolerance, seed, model_id, overwrite, as_json):
+def export(source, output, static_shape, batch, target, exporter, opset, tolerance, seed, model_id, output_sizes, default_steps, default_guidance, overwrite, as_json):
     """Export a diffusers checkpoint to an ONNX package.
 
     SOURCE is a local diffusers folder, a hub id (owner/name) or preset:NAME
@@ -47,6 +50,9 @@ def export(source, output, static_shape, batch, target, exporter, opset, toleran
         overwrite=overwrite,
         model_id=model_id,
         target=target,
+        output_sizes=tuple(parse_size(s) for s in output_sizes.split(",") if s.strip()) if output_sizes else (),
+        default_steps=default_steps,
+        default_guidance=default_guidance,
     )
     started = time.perf_counter()
     quiet = as_json
