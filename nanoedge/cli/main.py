@@ -8,6 +8,7 @@ from nanoedge import __version__
 
 from .bench_cmd import bench
 from .common import setup_logging
+from .eval_cmd import eval_cmd
 from .export_cmd import export
 from .generate_cmd import generate
 from .info_cmd import info
@@ -35,6 +36,7 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 cli.add_command(export)
 cli.add_command(generate)
 cli.add_command(info)
+cli.add_command(eval_cmd)
 cli.add_command(serve)
 cli.add_command(targets)
 cli.add_command(check)
