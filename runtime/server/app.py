@@ -86,9 +86,9 @@ class ServerState:
         if self.status == "ready" and self.service is not None:
             return self.service
         if self.status == "loading":
-            raise unavailable("The model is still loading; retry in a moment.", "model_loading", self.settings.loading_retry_after_s)
+            raise unavailable("The model is still loading; retry in a moment.", "model_loading", self.settings.unavailable_retry_after_s)
         if self.status == "draining":
-            raise unavailable("The server is shutting down; retry in a moment (or on another instance).", "shutting_down", 5)
+            raise unavailable("The server is shutting down; retry in a moment (or on another instance).", "shutting_down", self.settings.unavailable_retry_after_s)
         raise unavailable("The model failed to load; the server log says why.", "model_failed", 60)
 
 

@@ -173,7 +173,7 @@ class ImageService:
         except QueueFull as full:
             raise queue_full(full.retry_after_s) from None
         except WorkerStopped:
-            raise unavailable("The server is shutting down; retry in a moment.", "shutting_down", 5) from None
+            raise unavailable("The server is shutting down; retry in a moment.", "shutting_down", self.settings.unavailable_retry_after_s) from None
         result = await self._wait(job, disconnected)
         images = await asyncio.to_thread(encode_images, result.images, request.output_format, request.output_compression)
         cache_state = None

@@ -44,8 +44,8 @@ class ServerSettings:
     drain_timeout_s: float = 600.0
     #: Run one tiny generation before turning ready, so the first client is not the warm-up.
     warmup: bool = True
-    #: Suggested Retry-After while the model loads.
-    loading_retry_after_s: float = 2.0
+    #: Retry-After (seconds) of the 503s answered while the model loads or the server drains.
+    unavailable_retry_after_s: float = 2.0
 
     @property
     def auth_enabled(self) -> bool:

@@ -1,0 +1,260 @@
+"""The server's parts one by one: sizes, quality, styles, cache, file store, worker, metrics,
+validation and key loading. Fast; only the worker slicing test runs the tiny model."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from nanoedge.runtime.pipeline import GenerationResult, ResolvedRequest
+from nanoedge.runtime.sizes import Size, SizeRules
+
+pytest.importorskip("starlette")
+
+from nanoedge.runtime.server.cache import ResultCache, package_fingerprint  # noqa: E402
+from nanoedge.runtime.server.errors import APIError  # noqa: E402
+from nanoedge.runtime.server.files import ImageStore  # noqa: E402
+from nanoedge.runtime.server.metrics import Metrics  # noqa: E402
+from nanoedge.runtime.server.quality import QualityTable  # noqa: E402
+from nanoedge.runtime.server.sizing import SizePlanner  # noqa: E402
+from nanoedge.runtime.server.styles import StyleBook  # noqa: E402
+from nanoedge.runtime.server.validation import parse_image_request, parse_json_body  # noqa: E402
+from nanoedge.runtime.server.worker import InferenceWorker, QueueFull, WorkerStopped  # noqa: E402
+
+
+def test_runtime_import_stays_lean():
+    code = (
+        "import sys, nanoedge.runtime, nanoedge.runtime.pipeline\n"
+        "assert not {'starlette', 'uvicorn', 'fastapi'} & set(sys.modules), 'runtime imported the server stack'\n"
+        "import nanoedge.runtime.server, nanoedge.cli.serve_cmd\n"
+        "bad = {'torch', 'diffusers', 'transformers'} & set(sys.modules)\n"
+        "assert not bad, bad\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+# -- sizes -------------------------------------------------------------------------------------
+DYNAMIC = SizeRules(native=Size(64, 64), multiple_of=16, minimum=16, maximum=2048)
+
+
+def test_size_plan_dynamic():
+    planner = SizePlanner(DYNAMIC, default="64x64")
+    assert planner.plan(None).run == Size(64, 64) and planner.plan("auto").output == Size(64, 64)
+    big = planner.plan("1024x1024")
+    assert big.run == Size(64, 64) and big.output == Size(1024, 1024)
+    wide = planner.plan("1536x1024")
+    assert wide.output == Size(1536, 1024) and wide.run.width > wide.run.height and wide.run.width * wide.run.height <= 64 * 64
+    assert planner.plan("48x48").run == Size(48, 48)  # small sizes run directly
+    odd = planner.plan("40x40")  # not a multiple of 16: run at 32, resize to 40
+    assert odd.run == Size(32, 32) and odd.output == Size(40, 40)
+    assert SizePlanner(DYNAMIC, max_pixels=256 * 256).plan("256x256").run == Size(256, 256)
+
+
+@pytest.mark.parametrize("size", ["banana", "4096x4096", "100x100", "512x64", "8x8"])
+def test_size_plan_rejects(size):
+    with pytest.raises(APIError) as err:
+        SizePlanner(DYNAMIC).plan(size)
+    assert err.value.status == 400 and err.value.param == "size"
+
+
+def test_size_plan_static_and_declared_outputs():
+    static = SizeRules(native=Size(64, 64), multiple_of=16, minimum=16, maximum=2048, static=Size(64, 64))
+    planner = SizePlanner(static)
+    assert planner.plan("1024x1024").run == Size(64, 64)
+    with pytest.raises(APIError):
+        planner.plan("1536x1024")
+    declared = dataclasses.replace(DYNAMIC, output=(Size(96, 96),))
+    assert SizePlanner(declared, max_pixels=10**6).plan("96x96").run == Size(64, 64)  # the manifest's resize list wins
+
+
+# -- quality and styles ------------------------------------------------------------------------
+def test_quality_table():
+    table = QualityTable.from_manifest({"defaults": {"steps": 10}})
+    assert {q: table.plan(q).steps for q in ("low", "standard", "medium", "auto", "high", "hd")} == {
+        "low": 5, "standard": 10, "medium": 10, "auto": 10, "high": 15, "hd": 15}
+    assert table.plan(None).steps == 10
+    assert QualityTable.canonical("高清") == "hd" and QualityTable.canonical("HD") == "hd" and QualityTable.canonical("ultra") is None
+    declared = QualityTable.from_manifest({"defaults": {"steps": 4}, "quality": {"hd": {"steps": 8}, "low": 1, "bogus": 3}})
+    assert declared.plan("hd").steps == 8 and declared.plan("low").steps == 1 and declared.plan("high").steps == 6
+
+
+def test_styles():
+    book = StyleBook.from_manifest({"styles": {"ink": {"prompt": "ink wash painting of {prompt}", "negative_prompt": "color", "aliases": ["水墨"]},
+                                               "anime": "{prompt}, studio anime", "plain": {"prompt": "flat"}}})
+    for label, name in [("动漫", "anime"), ("写实风格", "realistic"), ("概念艺术", "concept_art"), ("极简", "minimalist"), ("Natural", "natural"), ("水墨", "ink")]:
+        assert book.lookup(label).name == name
+    assert book.lookup("cubism") is None
+    prompt, negative = book.lookup("ink").apply("a crane", "blurry")
+    assert prompt == "ink wash painting of a crane" and negative == "blurry, color"
+    assert book.lookup("anime").apply("a cat", None)[0] == "a cat, studio anime"  # the package overrides a built-in
+    assert book.lookup("plain").apply("x", None)[0] == "x, flat"
+
+
+# -- validation --------------------------------------------------------------------------------
+def test_parse_request_null_is_not_given_and_defaults():
+    request = parse_image_request(parse_json_body(b'{"prompt": "p", "n": null, "size": null, "quality": "HD", "style": null, "stream": false}'), StyleBook())
+    assert request.n == 1 and request.size is None and request.quality == "hd" and request.response_format == "url" and request.output_format == "png"
+    with pytest.raises(APIError) as err:
+        parse_image_request({"prompt": "p", "extra": 1}, StyleBook())
+    assert err.value.param == "extra"
+
+
+# -- cache -------------------------------------------------------------------------------------
+def test_result_cache_roundtrip_lru_and_damage(tmp_path):
+    cache = ResultCache(tmp_path, max_bytes=2500, namespace="pkg")
+    keys = [cache.key({"prompt": f"p{i}", "seed": 1}) for i in range(4)]
+    assert len(set(keys)) == 4 and cache.key({"prompt": "p0", "seed": 2}) != keys[0]
+    assert ResultCache(tmp_path / "other", 10, namespace="other-pkg").key({"prompt": "p0", "seed": 1}) != keys[0]
+    cache.put(keys[0], [b"a" * 500, b"b" * 300], {"seed": 1})
+    images, meta = cache.get(keys[0])
+    assert images == [b"a" * 500, b"b" * 300] and meta == {"seed": 1}
+    time.sleep(0.01)
+    cache.put(keys[1], [b"c" * 800], {})
+    time.sleep(0.01)
+    cache.get(keys[0])  # touch: keys[1] is now the least recently used
+    time.sleep(0.01)
+    cache.put(keys[2], [b"d" * 800], {})
+    assert cache.get(keys[1]) is None and cache.get(keys[0]) is not None and cache.total_bytes <= 2500
+    reopened = ResultCache(tmp_path, max_bytes=2500, namespace="pkg")  # survives a restart
+    assert reopened.get(keys[2])[0] == [b"d" * 800]
+    path = next(tmp_path.glob(f"*/{keys[2]}.entry"))
+    path.write_bytes(path.read_bytes()[:-10])  # truncated on disk
+    assert reopened.get(keys[2]) is None and not path.exists()
+    assert not list(tmp_path.glob("*/.*"))  # no temporary files left behind
+
+
+def test_package_fingerprint_follows_file_hashes():
+    files = {"unet/model.onnx": {"sha256": "aa"}, "vae/model.onnx": {"sha256": "bb"}}
+    assert package_fingerprint(files) == package_fingerprint(dict(reversed(files.items())))
+    assert package_fingerprint(files) != package_fingerprint({**files, "unet/model.onnx": {"sha256": "ab"}})
+
+
+# -- file store --------------------------------------------------------------------------------
+def test_image_store_names_expiry_and_escape(tmp_path, monkeypatch):
+    store = ImageStore(tmp_path / "files", ttl_s=60, max_bytes=10_000)
+    names = {store.put(b"png-bytes", "png") for _ in range(50)}
+    assert len(names) == 50 and all(len(n) == 36 and n.endswith(".png") for n in names)
+    name = sorted(names)[0]
+    assert store.path_of(name).read_bytes() == b"png-bytes"
+    (tmp_path / "secret.txt").write_text("secret")
+    for evil in ["../secret.txt", "..", "/etc/passwd", name[:-4] + ".txt", name.replace(name[0], "/", 1), f"../files/{name}"]:
+        assert store.path_of(evil) is None
+    now = time.time()
+    monkeypatch.setattr(time, "time", lambda: now + 61)
+    assert store.path_of(name) is None
+    assert store.sweep() == 50 and not list((tmp_path / "files").iterdir())
+
+
+def test_image_store_size_bound_and_temp_cleanup():
+    store = ImageStore(None, ttl_s=3600, max_bytes=1000)
+    first = store.put(b"x" * 600, "webp")
+    second = store.put(b"y" * 600, "jpeg")
+    assert store.path_of(first) is None and store.path_of(second) is not None
+    folder = store.directory
+    store.close()
+    assert not folder.exists()
+
+
+# -- worker ------------------------------------------------------------------------------------
+def _request(prompt: str, size: int = 64, n: int = 1, steps: int = 10, seed: int = 0) -> ResolvedRequest:
+    return ResolvedRequest(prompt, "", n, seed, Size(size, size), Size(size, size), steps, 7.5, "default")
+
+
+class RecordingPipeline:
+    def __init__(self, fail_on: str | None = None) -> None:
+        self.batches: list[list[str]] = []
+        self.gate = threading.Event()
+        self.fail_on = fail_on
+
+    def generate_batch(self, requests):
+        self.gate.wait(10)
+        self.batches.append([r.prompt for r in requests])
+        if any(r.prompt == self.fail_on for r in requests):
+            raise RuntimeError("boom")
+        return [GenerationResult(images=[f"{r.prompt}:{r.seed + i}" for i in range(r.n)], request=r) for r in requests]
+
+
+def test_worker_batches_compatible_requests_in_order():
+    fake = RecordingPipeline()
+    worker = InferenceWorker(fake, max_queue=10, max_batch=3)
+    worker.start()
+    jobs = [worker.submit(_request("first"))]
+    time.sleep(0.05)  # the worker holds "first" at the gate
+    jobs += [worker.submit(r) for r in [_request("a"), _request("other-size", size=128), _request("b"), _request("c", n=2), _request("d")]]
+    jobs[3].future.cancel()  # "b": its client left
+    fake.gate.set()
+    for job in jobs:
+        if not job.future.cancelled():
+            job.future.result(10)
+    worker.stop(5)
+    assert fake.batches == [["first"], ["a", "c"], ["other-size"], ["d"]]
+    assert worker.stats.dropped == 1 and worker.stats.images == 6
+
+
+def test_worker_queue_bound_errors_and_stop():
+    fake = RecordingPipeline(fail_on="bad")
+    worker = InferenceWorker(fake, max_queue=2, max_batch=1)
+    worker.start()
+    running = worker.submit(_request("bad"))
+    time.sleep(0.05)
+    worker.submit(_request("q1"))
+    worker.submit(_request("q2"))
+    with pytest.raises(QueueFull) as full:
+        worker.submit(_request("q3"))
+    assert 1 <= full.value.retry_after_s
+    fake.gate.set()
+    with pytest.raises(RuntimeError, match="boom"):
+        running.future.result(10)
+    worker.stop(5)  # drains q1 and q2 first
+    assert fake.batches[1:] == [["q1"], ["q2"]]
+    with pytest.raises(WorkerStopped):
+        worker.submit(_request("late"))
+
+
+def test_worker_slices_large_requests_without_changing_images(tiny_package):
+    from nanoedge.runtime.pipeline import GenerationRequest, Pipeline
+
+    pipe = Pipeline.load(tiny_package)
+    request = pipe.resolve(GenerationRequest("slices", n=3, seed=5, steps=2))
+    whole = [im.tobytes() for im in pipe.generate_batch([request])[0].images]
+    worker = InferenceWorker(pipe, max_batch=2)
+    worker.start()
+    sliced = worker.submit(request).future.result(60)
+    worker.stop(5)
+    assert [im.tobytes() for im in sliced.images] == whole and worker.stats.batches == 1
+
+
+# -- metrics and keys --------------------------------------------------------------------------
+def test_metrics_render():
+    metrics = Metrics()
+    metrics.observe_request("POST", "/v1/images/generations", 200, 0.3)
+    metrics.observe_request("POST", "/v1/images/generations", 429, 0.001)
+    metrics.observe_batch(3, 1.5)
+    metrics.count_cache(True)
+    metrics.gauge("nanoedge_queue_depth", lambda: 2)
+    text = metrics.render()
+    assert 'nanoedge_requests_total{method="POST",path="/v1/images/generations",status="429"} 1' in text
+    assert 'nanoedge_request_duration_seconds_bucket{path="/v1/images/generations",le="0.05"} 1' in text
+    assert 'nanoedge_request_duration_seconds_bucket{path="/v1/images/generations",le="+Inf"} 2' in text
+    assert "nanoedge_images_generated_total 3" in text and "nanoedge_cache_hits_total 1" in text and "nanoedge_queue_depth 2" in text
+
+
+def test_read_api_keys(tmp_path, monkeypatch):
+    from nanoedge.cli.serve_cmd import read_api_keys
+    from nanoedge.runtime.errors import InvalidRequestError
+
+    key_file = tmp_path / "keys"
+    key_file.write_text("# comment\nfile-1\n\nfile-2  # trailing comment\nflag\n")
+    monkeypatch.setenv("NANOEDGE_API_KEYS", "env-1, env-2,")
+    assert read_api_keys(("flag",), str(key_file)) == ("flag", "env-1", "env-2", "file-1", "file-2")
+    monkeypatch.setenv("NANOEDGE_API_KEYS", "has space")
+    with pytest.raises(InvalidRequestError):
+        read_api_keys((), None)
+    with pytest.raises(InvalidRequestError):
+        read_api_keys((), str(tmp_path / "missing"))
