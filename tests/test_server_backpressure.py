@@ -139,4 +139,6 @@ def test_api_keys(pipeline):
         # image URLs work without the key (like hosted, time-limited URLs); ops routes stay open
         url = _client(server, log, max_retries=0, key="key-two").images.generate(prompt="x").data[0].url
         assert httpx.get(url).status_code == 200
+        sneaky = httpx.get(f"{server.api_url}/images/files/x/../../models")  # not a file name: the key is required
+        assert sneaky.status_code == 401
         assert httpx.get(f"{server.base_url}/readyz").status_code == 200

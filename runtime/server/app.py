@@ -19,6 +19,7 @@ import base64
 import contextlib
 import hmac
 import logging
+import re
 import secrets
 import threading
 import time
@@ -214,7 +215,8 @@ async def _http_error_handler(request: Request, exc: Exception) -> Response:
     return _error_response(error)
 
 
-_AUTH_FREE_PREFIX = "/v1/images/files/"
+# Image URLs work without the key, like a hosted API's time-limited URLs: exactly one name.
+_AUTH_FREE_PATH = re.compile(r"^/v1/images/files/[^/]+$")
 
 
 class RequestContext:
@@ -263,7 +265,7 @@ class RequestContext:
 
     def _check_auth(self, scope: Scope) -> APIError | None:
         path = scope.get("path", "")
-        if not self.keys or not path.startswith("/v1/") or path.startswith(_AUTH_FREE_PREFIX):
+        if not self.keys or not path.startswith("/v1/") or _AUTH_FREE_PATH.match(path):
             return None
         header = dict(scope.get("headers") or []).get(b"authorization", b"")
         scheme, _, token = header.partition(b" ")

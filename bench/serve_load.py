@@ -1,0 +1,182 @@
+"""Load test of `nanoedge serve`: throughput and latency with and without batching, side by side.
+
+    python bench/serve_load.py -m PACKAGE [--concurrency 1,4,16] [--batch 1,4] [--requests 64] [--json]
+
+Starts one `nanoedge serve` process per ``--max-batch`` value (1 = no batching) on 127.0.0.1,
+then, for each concurrency level, sends ``--requests`` unseeded ``POST /v1/images/generations``
+(``response_format=b64_json``, one image each, the package's default size and steps) from an
+httpx AsyncClient limited by an ``asyncio.Semaphore`` (the pattern our users' batch clients
+use). The servers are measured in turns (batch 1, batch 4, batch 1, batch 4...), ``--rounds``
+times per level, so background load on a shared machine falls on both alike. Reported per
+cell: images/s (images / wall time of the round, summed over rounds), p50 and p99 of request
+latency (over all rounds), and the mean number of images per UNet batch read from the
+server's own /metrics. The result cache is disabled so every request is generated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+log = logging.getLogger("bench.serve_load")
+
+
+class Server:
+    """One `nanoedge serve --port 0` process; the port is read from its first line."""
+
+    def __init__(self, package: str, max_batch: int, extra: list[str]) -> None:
+        self.max_batch = max_batch
+        self.log = tempfile.NamedTemporaryFile("w+", prefix=f"serve-b{max_batch}-", suffix=".log", delete=False)
+        args = [sys.executable, "-m", "nanoedge", "serve", "-m", package, "--port", "0", "--max-batch", str(max_batch),
+                "--max-queue", "256", "--cache-max-mb", "0", *extra]
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        self.base_url = f"http://127.0.0.1:{self._port()}"
+        self._wait_ready()
+
+    def _port(self, timeout: float = 60) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            match = re.search(r"http://127\.0\.0\.1:(\d+)/v1", Path(self.log.name).read_text())
+            if match:
+                return int(match.group(1))
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise RuntimeError(f"nanoedge serve did not start:\n{Path(self.log.name).read_text()}")
+
+    def _wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.base_url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("nanoedge serve did not become ready")
+
+    def batch_counts(self) -> tuple[float, float]:
+        """(images, batches) so far, from the server's nanoedge_batch_images histogram."""
+        text = httpx.get(f"{self.base_url}/metrics", timeout=10).text
+        total = re.search(r"^nanoedge_batch_images_sum (\S+)$", text, re.M)
+        count = re.search(r"^nanoedge_batch_images_count (\S+)$", text, re.M)
+        return float(total.group(1)), float(count.group(1))
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        os.unlink(self.log.name)
+
+
+@dataclass
+class Cell:
+    concurrency: int
+    max_batch: int
+    latencies: list[float] = field(default_factory=list)
+    images: int = 0
+    wall: float = 0.0
+    failures: int = 0
+    batch_images: float = 0.0
+    batches: float = 0.0
+
+    def row(self) -> dict:
+        lat = sorted(self.latencies)
+        p99 = lat[min(len(lat) - 1, max(0, round(0.99 * len(lat)) - 1))] if lat else float("nan")
+        return {
+            "concurrency": self.concurrency,
+            "max_batch": self.max_batch,
+            "images_per_s": self.images / self.wall if self.wall else 0.0,
+            "p50_ms": statistics.median(lat) * 1000 if lat else float("nan"),
+            "p99_ms": p99 * 1000,
+            "mean_batch": self.batch_images / self.batches if self.batches else 0.0,
+            "requests": len(lat),
+            "failures": self.failures,
+        }
+
+
+async def run_round(base_url: str, concurrency: int, requests: int, cell: Cell) -> None:
+    semaphore = asyncio.Semaphore(concurrency)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base_url, timeout=600, limits=limits) as client:
+
+        async def one(i: int) -> None:
+            async with semaphore:
+                started = time.perf_counter()
+                response = await client.post("/v1/images/generations", json={"prompt": f"a lighthouse, variation {i}", "response_format": "b64_json"})
+                elapsed = time.perf_counter() - started
+                if response.status_code == 200:
+                    cell.latencies.append(elapsed)
+                    cell.images += len(response.json()["data"])
+                else:
+                    cell.failures += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(requests)))
+        cell.wall += time.perf_counter() - started
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-m", "--model", required=True, help="package folder")
+    parser.add_argument("--concurrency", default="1,4,16", help="comma-separated client concurrency levels")
+    parser.add_argument("--batch", default="1,4", help="comma-separated --max-batch values (1 = no batching)")
+    parser.add_argument("--requests", type=int, default=48, help="requests per level and round")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per level")
+    parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads per server")
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request would drown the progress
+
+    levels = [int(c) for c in args.concurrency.split(",")]
+    batches = [int(b) for b in args.batch.split(",")]
+    extra = ["--threads", str(args.threads)] if args.threads else []
+    servers = {b: Server(args.model, b, extra) for b in batches}
+    cells: list[Cell] = []
+    try:
+        for level in levels:
+            row = {b: Cell(level, b) for b in batches}
+            for round_index in range(args.rounds):
+                for b, server in servers.items():
+                    before = server.batch_counts()
+                    asyncio.run(run_round(server.base_url, level, args.requests, row[b]))
+                    after = server.batch_counts()
+                    row[b].batch_images += after[0] - before[0]
+                    row[b].batches += after[1] - before[1]
+                    log.info("concurrency %d, max-batch %d, round %d: %.2f images/s so far", level, b, round_index + 1, row[b].images / row[b].wall)
+            cells += row.values()
+    finally:
+        for server in servers.values():
+            server.stop()
+
+    rows = [c.row() for c in cells]
+    if args.json:
+        json.dump(rows, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    print(f"{'concurrency':>11} {'max-batch':>9} {'images/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'mean batch':>10} {'requests':>8} {'failed':>6}")
+    for r in rows:
+        print(f"{r['concurrency']:>11} {r['max_batch']:>9} {r['images_per_s']:>9.2f} {r['p50_ms']:>8.0f} {r['p99_ms']:>8.0f} {r['mean_batch']:>10.2f} {r['requests']:>8} {r['failures']:>6}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
