@@ -1,0 +1,111 @@
+"""Streaming activation ranges: calibration that needs no more memory than one inference.
+
+onnxruntime's ``quantize_static`` keeps every intermediate activation of every calibration
+sample in memory (4 UNet samples at 512 px took 15.6 GB), and its ``CalibMaxIntermediateOutputs``
+escape hatch is broken in 1.32 ("No data is collected"). This collector instead adds a
+ReduceMin and a ReduceMax after each tensor to calibrate, so a run returns two scalars per
+tensor; samples are fed one at a time from disk and only running extremes are kept. The
+result is written in onnxruntime's own calibration-cache format, which ``quantize_static``
+reads instead of calibrating (``calibration_cache_path``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from nanoedge.targets import create_session, get_profile
+
+from .graphs import load_model
+
+log = logging.getLogger(__name__)
+
+_MIN = "__nanoedge_min"
+_MAX = "__nanoedge_max"
+# Beyond any real activation: a tensor reaching this holds a mask or sentinel (CLIP's causal
+# mask is -3.4e38). No integer grid can represent it and its neighbours, so nodes reading or
+# writing such a tensor stay float.
+UNQUANTIZABLE_RANGE = 1e6
+
+Ranges = dict[str, tuple[float, float]]
+
+
+class RangeCollector:
+    """Runs an augmented copy of a model and keeps the running min/max of chosen tensors."""
+
+    def __init__(self, model_path: Path, tensors: Sequence[str], threads: int | None = None) -> None:
+        import onnx
+        from onnx import helper
+
+        model = load_model(model_path, weights=False)
+        self.tensors = list(dict.fromkeys(tensors))
+        for name in self.tensors:
+            for suffix, op in ((_MIN, "ReduceMin"), (_MAX, "ReduceMax")):
+                model.graph.node.append(helper.make_node(op, [name], [name + suffix], name=name + suffix, keepdims=0))
+                model.graph.output.append(helper.make_tensor_value_info(name + suffix, onnx.TensorProto.FLOAT, []))
+        # Saved next to the model so the external-data references resolve to the same weights file.
+        self.path = model_path.with_name("ranges-augmented.onnx")
+        onnx.save_model(model, str(self.path))
+        self.session = create_session(self.path, get_profile("cpu"), threads)
+        self.output_names = [n + s for n in self.tensors for s in (_MIN, _MAX)]
+        self.low = np.full(len(self.tensors), np.inf, dtype=np.float64)
+        self.high = np.full(len(self.tensors), -np.inf, dtype=np.float64)
+        self.samples = 0
+
+    def update(self, feeds: dict[str, np.ndarray]) -> None:
+        values = self.session.run(self.output_names, feeds)
+        lows = np.array([float(v) for v in values[0::2]])
+        highs = np.array([float(v) for v in values[1::2]])
+        self.low = np.minimum(self.low, lows)
+        self.high = np.maximum(self.high, highs)
+        self.samples += 1
+
+    def ranges(self) -> Ranges:
+        if not self.samples:
+            raise ValueError("no calibration sample was collected")
+        return {name: (float(lo), float(hi)) for name, lo, hi in zip(self.tensors, self.low, self.high)}
+
+    def close(self) -> None:
+        self.session = None
+        self.path.unlink(missing_ok=True)
+
+
+def collect_ranges(
+    model_path: Path,
+    tensors: Sequence[str],
+    samples: Iterable[dict[str, np.ndarray]],
+    total: int,
+    threads: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Ranges:
+    """Min/max of ``tensors`` over ``samples`` (model inputs), one sample in memory at a time."""
+    collector = RangeCollector(model_path, tensors, threads)
+    try:
+        for index, feeds in enumerate(samples):
+            collector.update(feeds)
+            if progress is not None:
+                progress(index + 1, total)
+        return collector.ranges()
+    finally:
+        collector.close()
+
+
+def write_calibration_cache(ranges: Ranges, path: Path) -> Path:
+    """Write ranges in onnxruntime's calibration-cache JSON (read by ``quantize_static``)."""
+    from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData, save_tensors_data
+
+    data = {
+        name: TensorData(lowest=np.array(lo, dtype=np.float32), highest=np.array(hi, dtype=np.float32))
+        for name, (lo, hi) in ranges.items()
+        if np.isfinite(lo) and np.isfinite(hi)
+    }
+    save_tensors_data(TensorsData(CalibrationMethod.MinMax, data), path)
+    return path
+
+
+def unrepresentable(ranges: Ranges, limit: float = UNQUANTIZABLE_RANGE) -> set[str]:
+    """Tensors whose calibrated range no integer grid can hold (masks, sentinels, infinities)."""
+    return {name for name, (lo, hi) in ranges.items() if not (np.isfinite(lo) and np.isfinite(hi)) or max(abs(lo), abs(hi)) > limit}

@@ -1,0 +1,250 @@
+"""The quantization schemes: what each one does to a component, as data.
+
+A :class:`Recipe` is written into the output manifest as it is, so a package says exactly
+how it was made. Schemes:
+
+``int8``
+    Static W8A8 in QDQ form: per-channel INT8 weights, UINT8 activations with ranges from
+    calibration. Only Conv, Gemm and MatMul with a constant weight are quantized: those are
+    where the time goes on CPU (onnxruntime fuses them into QLinearConv / QLinearMatMul), and
+    keeping softmax, norms and the attention score products in float avoids the failure modes
+    that make plain INT8 diffusion models drift.
+``w8a16``
+    INT8 weights, 16-bit activations, every operator onnxruntime can quantize: the Qualcomm
+    HTP recipe. 16-bit Q/DQ needs opset 21 (the model is upgraded). On CPU it runs as float
+    with Q/DQ pairs, so it is a portability format, not a CPU speed-up.
+``dynamic``
+    INT8 weights, activations quantized per call at run time (MatMulInteger/ConvInteger):
+    no calibration needed, CPU only.
+``weight-only``
+    INT8 weights stored with a DequantizeLinear in front of the float op; activations stay
+    float. The smallest accuracy loss, a size win only.
+``fp32``
+    Leave the component as it is (for per-component choices).
+
+Weight types: the u8 x s8 integer kernels saturate on x86 CPUs without VNNI (measured: cosine
+0.961 instead of 0.998). ``weight_type="auto"`` therefore picks signed INT8 weights on CPUs
+with VNNI (AVX512-VNNI / AVX-VNNI / AMX) and on ARM, and ``reduce_range`` (7-bit weights,
+which cannot saturate) on x86 without it. The choice is recorded in the manifest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import platform
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from nanoedge.runtime.errors import InvalidRequestError
+
+log = logging.getLogger(__name__)
+
+SCHEMES = ("int8", "w8a16", "dynamic", "weight-only")
+COMPONENT_SCHEMES = (*SCHEMES, "fp32")
+WEIGHT_TYPES = ("auto", "int8", "uint8")
+
+# Operators the CPU-oriented schemes quantize: the ones that carry weights and the time.
+COMPUTE_OPS = ("Conv", "Gemm", "MatMul")
+# Every operator onnxruntime's QDQ quantizer knows (what an NPU wants quantized).
+ALL_QDQ_OPS = (
+    "Conv", "ConvTranspose", "Gemm", "MatMul", "Clip", "Relu", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten",
+    "Resize", "MaxPool", "AveragePool", "Slice", "Pad", "Split", "Gather", "GatherElements", "Where",
+    "InstanceNormalization", "LayerNormalization", "BatchNormalization", "Add", "Mul", "Sigmoid", "Softmax", "Concat",
+)
+# onnxruntime's dynamic quantizer has integer kernels for these two only.
+DYNAMIC_OPS = ("Conv", "MatMul")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one component is quantized. ``kind`` is static, dynamic, weight-only or none."""
+
+    scheme: str
+    kind: str
+    weight_type: str = "int8"
+    weight_symmetric: bool = True
+    per_channel: bool = True
+    reduce_range: bool = False
+    activation_type: str | None = None
+    activation_symmetric: bool = False
+    op_types: tuple[str, ...] = COMPUTE_OPS
+    const_weight_only: bool = True
+    opset: int | None = None
+    calibration: str | None = None
+
+    @property
+    def needs_ranges(self) -> bool:
+        return self.kind == "static"
+
+    @property
+    def activation_bits(self) -> int | None:
+        return {"uint8": 8, "int8": 8, "uint16": 16, "int16": 16}.get(self.activation_type or "")
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["op_types"] = list(self.op_types)
+        return data
+
+
+def cpu_has_int8_dot_product() -> bool:
+    """True where u8 x s8 products accumulate without 16-bit saturation (VNNI, AMX, ARM)."""
+    machine = platform.machine().lower()
+    if machine in ("arm64", "aarch64"):
+        return True
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+    except OSError:
+        pass
+    return False  # unknown: take the safe choice
+
+
+def recipe_for(scheme: str, weight_type: str = "auto", calibration: str = "minmax") -> Recipe:
+    """The recipe of a scheme name; ``weight_type`` auto/int8/uint8 as described above."""
+    if scheme not in COMPONENT_SCHEMES:
+        raise InvalidRequestError(f"unknown scheme '{scheme}'", hint=f"use one of: {', '.join(COMPONENT_SCHEMES)}")
+    if weight_type not in WEIGHT_TYPES:
+        raise InvalidRequestError(f"unknown weight type '{weight_type}'", hint=f"use one of: {', '.join(WEIGHT_TYPES)}")
+    if scheme == "fp32":
+        return Recipe(scheme="fp32", kind="none", weight_type="float32", per_channel=False, op_types=())
+    if scheme == "weight-only":
+        # No integer kernels run, so saturation cannot happen: always symmetric INT8.
+        return Recipe(scheme=scheme, kind="weight-only")
+    if scheme == "w8a16":
+        # NPU format: symmetric INT8 per-channel weights as QNN HTP expects.
+        return Recipe(
+            scheme=scheme, kind="static", activation_type="uint16", op_types=ALL_QDQ_OPS,
+            const_weight_only=False, opset=21, calibration=calibration,
+        )
+    safe = cpu_has_int8_dot_product()
+    if weight_type == "auto":
+        chosen, reduce = ("int8", not safe)
+    else:
+        chosen, reduce = weight_type, False
+    if scheme == "int8":
+        base = Recipe(scheme=scheme, kind="static", activation_type="uint8", calibration=calibration)
+    else:
+        base = Recipe(scheme=scheme, kind="dynamic", activation_type="uint8", op_types=DYNAMIC_OPS)
+    return replace(base, weight_type=chosen, weight_symmetric=chosen == "int8", reduce_range=reduce)
+
+
+def quantize_model(recipe: Recipe, source: Path, target: Path, ranges_file: Path | None, nodes: Sequence[str], float_nodes: Sequence[str] = ()) -> Path:
+    """Quantize the nodes named in ``nodes`` of the (pre-processed) model ``source`` into ``target``.
+
+    The caller lists the nodes explicitly (all quantizable nodes minus those mixed precision
+    keeps in float): onnxruntime's QDQ quantizer ignores ``MatMulConstBOnly``, so an allowlist
+    is the only way to keep attention-score MatMuls out of the int8 scheme. onnxruntime's
+    quantizer writes helper files next to its input, so ``source`` must live in a scratch
+    folder. ``float_nodes`` (static schemes) get their float inputs back, see
+    :func:`restore_float_inputs`. Returns ``target`` (weights in external data next to it).
+    """
+    selected = list(dict.fromkeys(nodes))
+    if not selected:
+        # onnxruntime reads an empty allowlist as "everything": copy the float model instead.
+        from .graphs import load_model, save_model
+
+        save_model(load_model(source), target, external=True)
+        return target
+    if recipe.kind == "weight-only":
+        from .weight_only import quantize_weights_only
+
+        return quantize_weights_only(source, target, recipe, set(selected))
+    with _onnxruntime_warnings_as_debug():
+        _run_onnxruntime_quantizer(recipe, source, target, ranges_file, selected)
+    if recipe.kind == "static" and float_nodes:
+        restore_float_inputs(target, set(float_nodes))
+    return target
+
+
+def restore_float_inputs(model_path: Path, float_nodes: "set[str]") -> int:
+    """Make nodes kept in float read float tensors again; returns how many inputs changed.
+
+    onnxruntime's QDQ quantizer puts one QuantizeLinear/DequantizeLinear pair on a tensor and
+    routes *every* consumer through it, so a node excluded from quantization still reads
+    rounded activations when a quantized neighbour shares its input (q/k/v projections share
+    the normed hidden state). Mixed precision keeps a node in float to remove exactly that
+    error, so its inputs are rewired to the tensor in front of the pair, and pairs nobody
+    reads any more are dropped. Only the graph is rewritten; the weight file is untouched.
+    """
+    import onnx
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    graph = model.graph
+    producers = {o: n for n in graph.node for o in n.output}
+    changed = 0
+    for node in graph.node:
+        if node.name not in float_nodes:
+            continue
+        for slot, name in enumerate(node.input):
+            dq = producers.get(name)
+            if dq is None or dq.op_type != "DequantizeLinear":
+                continue
+            q = producers.get(dq.input[0])
+            if q is None or q.op_type != "QuantizeLinear":
+                continue  # a quantized weight (initializer) or something else: leave it
+            node.input[slot] = q.input[0]
+            changed += 1
+    if changed:
+        _drop_unread_qdq(graph)
+        onnx.save_model(model, str(model_path))
+    log.debug("%s: %d inputs of float-kept nodes read float tensors again", model_path.name, changed)
+    return changed
+
+
+def _drop_unread_qdq(graph) -> None:
+    outputs = {o.name for o in graph.output}
+    while True:
+        read = {i for n in graph.node for i in n.input} | outputs
+        dead = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") and not any(o in read for o in n.output)]
+        if not dead:
+            return
+        for node in dead:
+            graph.node.remove(node)
+
+
+@contextlib.contextmanager
+def _onnxruntime_warnings_as_debug() -> Iterator[None]:
+    """onnxruntime's quantizer warns on the root logger about things we handle on purpose
+    (tensors we chose not to calibrate, per-channel axes of norm weights, pre-processing
+    advice); show them only with ``-v``."""
+    root = logging.getLogger()
+    if log.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    previous = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(previous)
+
+
+def _run_onnxruntime_quantizer(recipe: Recipe, source: Path, target: Path, ranges_file: Path | None, selected: list[str]) -> None:
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    qtypes = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8, "int16": QuantType.QInt16, "uint16": QuantType.QUInt16}
+    extra: dict[str, Any] = {"MatMulConstBOnly": recipe.const_weight_only, "WeightSymmetric": recipe.weight_symmetric}
+    if recipe.kind == "static":
+        if ranges_file is None:
+            raise ValueError("static quantization needs calibrated ranges")
+        extra["ActivationSymmetric"] = recipe.activation_symmetric
+        quantize_static(
+            str(source), str(target), calibration_data_reader=None, calibration_cache_path=str(ranges_file),
+            quant_format=QuantFormat.QDQ, op_types_to_quantize=list(recipe.op_types), per_channel=recipe.per_channel,
+            reduce_range=recipe.reduce_range, activation_type=qtypes[recipe.activation_type or "uint8"],
+            weight_type=qtypes[recipe.weight_type], nodes_to_quantize=selected, use_external_data_format=True,
+            extra_options=extra,
+        )
+    elif recipe.kind == "dynamic":
+        quantize_dynamic(
+            str(source), str(target), op_types_to_quantize=list(recipe.op_types), per_channel=recipe.per_channel,
+            reduce_range=recipe.reduce_range, weight_type=qtypes[recipe.weight_type], nodes_to_quantize=selected,
+            use_external_data_format=True, extra_options=extra,
+        )
+    else:
+        raise ValueError(f"recipe kind {recipe.kind!r} does not quantize")
