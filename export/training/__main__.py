@@ -18,6 +18,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nanoedge.export.training", description=__doc__.splitlines()[0])
     parser.add_argument("-o", "--output", required=True, help="checkpoint folder to write (diffusers layout)")
     parser.add_argument("--no-previews", action="store_true", help="skip the judged preview strips written beside OUTPUT")
+    parser.add_argument("--vae-only", action="store_true", help="stop after stage 1 and write OUTPUT/vae")
+    parser.add_argument("--vae-from", default=None, help="reuse the VAE a --vae-only run wrote to this folder (same result as one run)")
     for f in dataclasses.fields(TrainConfig):
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
     args = parser.parse_args(argv)
@@ -28,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         text = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items())
         logging.getLogger("nanoedge.train").info("%s %s", stage, text)
 
-    train_demo(args.output, cfg, report=report, previews=not args.no_previews)
+    train_demo(args.output, cfg, report=report, previews=not args.no_previews, vae_only=args.vae_only, vae_from=args.vae_from)
     return 0
 
 

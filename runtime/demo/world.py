@@ -238,6 +238,12 @@ def evaluation_prompts() -> list[EvalPrompt]:
     return prompts
 
 
+def training_captions(seed: int, count: int) -> list[str]:
+    """``count`` captions of training scenes (no held-out combination): e.g. calibration prompts."""
+    rng = np.random.default_rng(seed)
+    return [caption_for(scene, rng) for scene in sample_scenes(seed, count)]
+
+
 def vocabulary() -> list[str]:
     """Every word any caption can contain (the tokenizer's vocabulary, special tokens aside)."""
     words: set[str] = set()
