@@ -68,6 +68,11 @@ def info(package, as_json, verify):
                f"torch {tools.get('torch', '?')}, exported {prov.get('exported_at', '?')}")
     quant = data.get("quantization")
     if quant:
-        click.echo(f"  quantized  {json.dumps(quant.get('recipe', quant))[:200]}")
+        from nanoedge.quantize.summary import describe_quantization
+
+        lines = describe_quantization(quant)
+        click.echo(f"  quantized  {lines[0]}")
+        for line in lines[1:]:
+            click.echo(f"             {line}")
     if verify:
         click.echo("  integrity  every file matches its sha256")

@@ -12,6 +12,7 @@ from .eval_cmd import eval_cmd
 from .export_cmd import export
 from .generate_cmd import generate
 from .info_cmd import info
+from .quantize_cmd import quantize
 from .serve_cmd import serve
 from .targets_cmd import check, compile_cmd, targets
 
@@ -36,6 +37,7 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 cli.add_command(export)
 cli.add_command(generate)
 cli.add_command(info)
+cli.add_command(quantize)
 cli.add_command(eval_cmd)
 cli.add_command(serve)
 cli.add_command(targets)
