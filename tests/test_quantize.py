@@ -1,0 +1,175 @@
+"""``quantize_package`` on the tiny package: every scheme, the report, mixed precision, the input.
+
+Calibration is cut to 2 prompts x 2 steps at 32x32 and the trajectories are recorded once
+for the module (``calibration_dir``), so the whole file stays fast on a shared 2-core box.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+
+from nanoedge.quantize import SCHEMES, QuantizeOptions, quantize_package  # noqa: E402
+from nanoedge.quantize.calibration import EVALUATION, TrajectoryStore, spread  # noqa: E402
+from nanoedge.quantize.metrics import RunningError, image_psnr  # noqa: E402
+from nanoedge.quantize.prompts import load_prompts  # noqa: E402
+from nanoedge.runtime import Pipeline  # noqa: E402
+from nanoedge.runtime.errors import InvalidRequestError  # noqa: E402
+from nanoedge.runtime.manifest import COMPONENTS, Manifest, sha256_file  # noqa: E402
+
+FAST = {"calibration_prompts": 2, "eval_prompts": 1, "steps": 2, "size": "32x32", "report_samples": 4, "sensitivity_samples": 2}
+OPEN_GATE = {"min_psnr": 0.0, "min_responsiveness": 0.0}
+
+
+def snapshot(folder: Path) -> dict[str, tuple[str, int]]:
+    return {str(p.relative_to(folder)): (sha256_file(p), p.stat().st_mtime_ns) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def trajectories(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("trajectories") / "store"
+
+
+@pytest.fixture(scope="module")
+def source_before(tiny_package: Path) -> dict[str, tuple[str, int]]:
+    return snapshot(tiny_package)
+
+
+@pytest.fixture(scope="module")
+def quantized(tiny_package: Path, tmp_path_factory, trajectories: Path, source_before) -> dict:
+    root = tmp_path_factory.mktemp("quantized")
+    return {
+        scheme: quantize_package(tiny_package, root / scheme, QuantizeOptions(scheme=scheme, calibration_dir=trajectories, **FAST, **OPEN_GATE))
+        for scheme in SCHEMES
+    }
+
+
+def _ops(model_path: Path) -> set[str]:
+    return {n.op_type for n in onnx.load(str(model_path), load_external_data=False).graph.node}
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_scheme_loads_and_generates_close_to_fp32(quantized, tiny_package: Path, scheme: str):
+    package = quantized[scheme].manifest.root
+    pipe = Pipeline.load(package)  # checks every file against its sha256 in the new manifest
+    image = np.asarray(pipe.generate("a blue square", seed=5, steps=4)[0])
+    reference = np.asarray(Pipeline.load(tiny_package).generate("a blue square", seed=5, steps=4)[0])
+    assert image.shape == (64, 64, 3) and image.std() > 0
+    assert 20 < image_psnr(reference, image) < math.inf
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_manifest_records_recipe_float_nodes_and_every_figure(quantized, tiny_package: Path, scheme: str):
+    manifest = quantized[scheme].manifest
+    section = manifest.data["quantization"]
+    assert section["scheme"] == scheme
+    for name in COMPONENTS:
+        assert manifest.component(name)["precision"] == scheme
+        entry = section["components"][name]
+        assert entry["recipe"]["scheme"] == scheme and entry["quantizable_nodes"] > 0
+        assert isinstance(entry["float_nodes"], list)
+    report = section["report"]
+    for name in COMPONENTS:
+        figures = report["components"][name]
+        assert 0.9 < figures["cosine"] <= 1.0 and figures["psnr_db"] > 15 and figures["samples"] >= 1
+    assert report["end_to_end"]["image_psnr_db"] > 15 and report["end_to_end"]["prompts"] == 1
+    resp = report["responsiveness"]
+    assert resp["ratio"] > 0 and resp["fp32_std"] > 0 and resp["quantized_std"] > 0 and -1 <= resp["direction_cosine"] <= 1
+    size = report["size"]
+    source = Manifest.load(tiny_package)
+    on_disk = sum((manifest.root / rel).stat().st_size for rel in manifest.component("unet")["files"])
+    assert size["unet_bytes"] == on_disk
+    assert size["fp32_unet_bytes"] == sum(source.files[rel]["bytes"] for rel in source.component("unet")["files"])
+    assert size["unet_ratio"] == pytest.approx(on_disk / size["fp32_unet_bytes"], abs=1e-4) and size["unet_ratio"] < 0.5
+    assert size["package_bytes"] < size["fp32_package_bytes"]
+    assert section["attempts"][0]["passed"] and section["gate"]["min_psnr"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "scheme,present,absent",
+    [
+        ("int8", {"QuantizeLinear", "DequantizeLinear"}, {"DynamicQuantizeLinear"}),
+        ("w8a16", {"QuantizeLinear", "DequantizeLinear"}, {"DynamicQuantizeLinear"}),
+        ("dynamic", {"DynamicQuantizeLinear", "MatMulInteger", "ConvInteger"}, {"QuantizeLinear"}),
+        ("weight-only", {"DequantizeLinear"}, {"QuantizeLinear", "DynamicQuantizeLinear"}),
+    ],
+)
+def test_unet_graph_holds_the_scheme(quantized, scheme: str, present: set[str], absent: set[str]):
+    unet = quantized[scheme].manifest.component_path("unet")
+    ops = _ops(unet)
+    assert present <= ops and not absent & ops
+    model = onnx.load(str(unet))
+    types = {t.data_type for t in model.graph.initializer}
+    assert onnx.TensorProto.INT8 in types  # weights are stored as 8-bit integers
+    if scheme == "w8a16":
+        assert onnx.TensorProto.UINT16 in types  # 16-bit activation zero points
+        assert next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 21
+    if scheme == "int8":
+        # Attention score products (two activations) stay float: only constant-weight MatMuls are quantized.
+        producers = {o: n for n in model.graph.node for o in n.output}
+        initializers = {t.name for t in model.graph.initializer}
+        for node in model.graph.node:
+            if node.op_type == "MatMul":
+                feeds = [producers.get(i) for i in node.input]
+                dq_weight = feeds[1] is not None and feeds[1].op_type == "DequantizeLinear" and feeds[1].input[0] in initializers
+                if not dq_weight:
+                    assert all(f is None or f.op_type != "DequantizeLinear" for f in feeds), node.name
+
+
+def test_report_figures_match_an_independent_measurement(quantized, tiny_package: Path, trajectories: Path):
+    """Recompute the UNet figures and the image PSNR outside the quantizer: same numbers."""
+    result = quantized["int8"]
+    report = result.report
+    store = TrajectoryStore(trajectories)
+    pipe = Pipeline.load(result.manifest.root)
+    running = RunningError()
+    for call in spread(store.calls(EVALUATION, "unet"), FAST["report_samples"]):
+        running.add(store.output(call), pipe.sessions["unet"].run(None, store.inputs(call))[0])
+    assert report["components"]["unet"]["cosine"] == pytest.approx(running.cosine(), abs=1e-6)
+    assert report["components"]["unet"]["psnr_db"] == pytest.approx(running.psnr(), abs=1e-4)
+    prompt = load_prompts()[-1]  # the held-out prompt: the bottom of the default file
+    kwargs = {"negative_prompt": "", "size": "32x32", "steps": 2, "seed": 0}
+    fp32 = np.asarray(Pipeline.load(tiny_package).generate(prompt, **kwargs)[0])
+    ours = np.asarray(pipe.generate(prompt, **kwargs)[0])
+    assert report["end_to_end"]["image_psnr_db"] == pytest.approx(image_psnr(fp32, ours), abs=0.01)
+
+
+def test_input_package_is_untouched(quantized, tiny_package: Path, source_before):
+    assert snapshot(tiny_package) == source_before  # same files, bytes and mtimes: no helper files left either
+
+
+def test_mixed_precision_keeps_the_most_sensitive_nodes_float(quantized, tiny_package: Path, tmp_path: Path, trajectories: Path):
+    """A gate just above what plain int8 reaches: mixed precision must find nodes to keep float."""
+    plain = quantized["int8"].report["end_to_end"]["image_psnr_db"]
+    options = QuantizeOptions(scheme="int8", calibration_dir=trajectories, min_psnr=plain + 1.0, min_responsiveness=0.0, max_size_ratio=1.0, **FAST)
+    result = quantize_package(tiny_package, tmp_path / "mp", options)
+    attempts = result.attempts
+    assert not attempts[0]["passed"] and attempts[-1]["passed"] and len(attempts) >= 2
+    assert result.report["end_to_end"]["image_psnr_db"] >= plain + 1.0
+    section = result.manifest.data["quantization"]
+    kept = [f for c in section["components"].values() for f in c.get("float_nodes", []) if f["reason"] == "sensitivity"]
+    assert kept and all(f["nmse"] > 0 for f in kept)
+    top = section["sensitivity"]["top"]
+    assert top == sorted(top, key=lambda r: r["nmse"], reverse=True)
+    # The float-kept nodes are really float: no DequantizeLinear feeds them.
+    for name, entry in section["components"].items():
+        names = {f["node"] for f in entry.get("float_nodes", [])}
+        if not names:
+            continue
+        model = onnx.load(str(result.manifest.component_path(name)), load_external_data=False)
+        producers = {o: n for n in model.graph.node for o in n.output}
+        for node in model.graph.node:
+            if node.name in names:
+                assert all(producers.get(i) is None or producers[i].op_type != "DequantizeLinear" for i in node.input), node.name
+
+
+def test_refuses_a_quantized_input_and_an_existing_output(quantized, tmp_path: Path, tiny_package: Path):
+    with pytest.raises(InvalidRequestError, match="already quantized"):
+        quantize_package(quantized["dynamic"].manifest.root, tmp_path / "again", QuantizeOptions(**FAST))
+    with pytest.raises(InvalidRequestError, match="already exists"):
+        quantize_package(tiny_package, quantized["dynamic"].manifest.root, QuantizeOptions(**FAST))

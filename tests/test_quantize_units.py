@@ -1,0 +1,183 @@
+"""Quantization building blocks on small hand-made inputs: arithmetic, ranges, probe, planning, gate."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+
+from nanoedge.quantize.gate import QualityGate  # noqa: E402
+from nanoedge.quantize.graphs import quantizable_nodes, save_model  # noqa: E402
+from nanoedge.quantize.metrics import Responsiveness, cosine, psnr  # noqa: E402
+from nanoedge.quantize.mixed import plan_steps  # noqa: E402
+from nanoedge.quantize.prompts import load_prompts, split_prompts  # noqa: E402
+from nanoedge.quantize.qmath import dequantize, quantize, scale_zero_point, weight_params  # noqa: E402
+from nanoedge.quantize.ranges import collect_ranges, unrepresentable  # noqa: E402
+from nanoedge.quantize.recipes import recipe_for  # noqa: E402
+from nanoedge.quantize.sensitivity import NodeSensitivity, rank_nodes  # noqa: E402
+from nanoedge.runtime.errors import InvalidRequestError  # noqa: E402
+
+
+@pytest.mark.parametrize("qtype,symmetric,reduce_range", [("int8", True, False), ("int8", True, True), ("uint8", False, False), ("uint8", False, True)])
+def test_per_channel_weights_match_onnxruntime(qtype: str, symmetric: bool, reduce_range: bool):
+    from onnx import TensorProto
+    from onnxruntime.quantization.quant_utils import quantize_data
+
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((6, 5, 3), dtype=np.float32) * np.array([0.01, 1, 3, 0.5, 10, 0.2], dtype=np.float32)[:, None, None]
+    weight[2] = np.abs(weight[2])  # a channel with no negative value: zero point must still hold 0
+    params = weight_params(weight, 0, qtype, symmetric, reduce_range)
+    ours = quantize(weight, params, 0)
+    onnx_type = TensorProto.INT8 if qtype == "int8" else TensorProto.UINT8
+    for channel in range(weight.shape[0]):
+        zero, scale, theirs = quantize_data(weight[channel].ravel(), onnx_type, symmetric, reduce_range)
+        assert np.isclose(params.scale[channel], scale, rtol=1e-6)
+        assert params.zero_point[channel] == zero
+        assert np.array_equal(ours[channel].ravel(), theirs)
+    restored = dequantize(ours, params, 0)
+    step = params.scale.reshape(-1, 1, 1)
+    assert np.all(np.abs(restored - weight) <= step / 2 + 1e-6)
+
+
+def test_activation_params_include_zero_and_use_the_full_grid():
+    params = scale_zero_point(np.array(0.5), np.array(4.0), "uint8", symmetric=False)
+    assert params.zero_point == 0 and math.isclose(float(params.scale), 4.0 / 255, rel_tol=1e-6)
+    params16 = scale_zero_point(np.array(-2.0), np.array(6.0), "uint16", symmetric=False)
+    assert params16.qmax == 65535 and math.isclose(float(params16.scale), 8.0 / 65535, rel_tol=1e-6)
+
+
+def _matmul_model(path: Path, weight: np.ndarray) -> Path:
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm"), helper.make_node("Relu", ["y"], ["z"], name="relu")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", weight.shape[0]])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["n", weight.shape[1]])],
+        [numpy_helper.from_array(weight, "w")],
+        value_info=[helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", weight.shape[1]])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    save_model(model, path, external=True)
+    return path
+
+
+def test_streaming_ranges_equal_numpy_extremes(tmp_path: Path):
+    rng = np.random.default_rng(1)
+    weight = rng.standard_normal((8, 4), dtype=np.float32)
+    path = _matmul_model(tmp_path / "m.onnx", weight)
+    samples = [{"x": rng.standard_normal((3, 8), dtype=np.float32) * (i + 1)} for i in range(4)]
+    ranges = collect_ranges(path, ["x", "y", "z"], iter(samples), len(samples))
+    xs = np.concatenate([s["x"] for s in samples])
+    ys = xs @ weight
+    assert ranges["x"] == pytest.approx((xs.min(), xs.max()), rel=1e-6)
+    assert ranges["y"] == pytest.approx((ys.min(), ys.max()), rel=1e-5)
+    assert ranges["z"] == pytest.approx((max(ys.min(), 0), ys.max()), rel=1e-5)
+    assert not (tmp_path / "ranges-augmented.onnx").exists()
+    assert unrepresentable({"mask": (-3.4e38, 0.0), "act": (-40.0, 300.0), "bad": (float("-inf"), 1.0)}) == {"mask", "bad"}
+
+
+def test_probe_measures_each_nodes_own_quantization_error(tmp_path: Path):
+    """The probe's NMSE equals quantize-dequantize done by hand in numpy (int8 recipe)."""
+    rng = np.random.default_rng(2)
+    weight = rng.standard_normal((16, 8), dtype=np.float32)
+    path = _matmul_model(tmp_path / "m.onnx", weight)
+    samples = [{"x": rng.standard_normal((5, 16), dtype=np.float32)} for _ in range(3)]
+    recipe = recipe_for("int8", weight_type="int8")
+    model = onnx.load(str(path), load_external_data=False)
+    nodes = quantizable_nodes(model, recipe.op_types, recipe.const_weight_only)
+    assert [n.name for n in nodes] == ["mm"] and nodes[0].weights == ((1, "w"),) and nodes[0].activations == ("x",)
+    ranges = collect_ranges(path, ["x", "y"], iter(samples), len(samples))
+    ranked = rank_nodes("toy", path, nodes, recipe, ranges, iter(samples), len(samples))
+
+    def fq(values, lo, hi):
+        params = scale_zero_point(np.array(lo), np.array(hi), "uint8", symmetric=False)
+        return dequantize(quantize(values, params), params)
+
+    wparams = weight_params(weight, 1, "int8", symmetric=True)
+    wq = dequantize(quantize(weight, wparams, 1), wparams, 1)
+    err = ref = 0.0
+    for s in samples:
+        y = s["x"] @ weight
+        yq = fq(fq(s["x"], *ranges["x"]) @ wq, *ranges["y"])
+        err += float(((yq - y) ** 2).sum())
+        ref += float((y**2).sum())
+    assert len(ranked) == 1 and ranked[0].node == "mm"
+    assert ranked[0].nmse == pytest.approx(err / ref, rel=2e-3)
+    assert ranked[0].nmse > 0
+
+
+def test_plan_steps_grow_within_each_components_budget():
+    ranking = [
+        NodeSensitivity("unet", "a", "Conv", 0.5, 400),  # costs 300 extra bytes in float
+        NodeSensitivity("vae_decoder", "b", "Conv", 0.4, 40),
+        NodeSensitivity("unet", "c", "MatMul", 0.3, 0),  # no weights: free
+        NodeSensitivity("unet", "d", "Conv", 0.2, 4000),
+        NodeSensitivity("unet", "e", "Conv", 0.0, 40),  # quantization does nothing to it: never kept
+    ]
+    steps = plan_steps(ranking, {"unet": 1000, "vae_decoder": 0})
+    assert steps, "some node fits"
+    sizes = [s.node_count for s in steps]
+    assert sizes == sorted(sizes)
+    for step in steps:
+        assert step.extra_bytes.get("unet", 0) <= 1000 * step.fraction
+        assert "b" not in step.keep_float.get("vae_decoder", frozenset())  # no budget there
+        assert "d" not in step.keep_float.get("unet", frozenset())  # 3000 extra bytes never fit
+        assert "e" not in step.keep_float.get("unet", frozenset())
+    assert steps[-1].keep_float["unet"] == {"a", "c"}
+    assert plan_steps(ranking, {"unet": 0, "vae_decoder": 0})[-1].keep_float == {"unet": frozenset({"c"})}
+
+
+def test_gate_names_every_figure_that_fell_short():
+    gate = QualityGate(min_psnr=30, min_responsiveness=0.85)
+    report = {"end_to_end": {"image_psnr_db": 24.5, "identical": False}, "responsiveness": {"ratio": 0.5}}
+    missed = gate.shortfalls(report)
+    assert missed == ["end-to-end image PSNR 24.50 dB < 30 dB", "prompt responsiveness 0.500 < 0.85"]
+    assert gate.shortfalls({"end_to_end": {"image_psnr_db": None, "identical": True}, "responsiveness": {"ratio": 1.0}}) == []
+    with pytest.raises(InvalidRequestError):
+        QualityGate(max_size_ratio=0)
+
+
+def test_responsiveness_sees_a_collapsed_guidance_signal():
+    rng = np.random.default_rng(3)
+    uncond = rng.standard_normal((2, 4, 8, 8))
+    signal = rng.standard_normal((2, 4, 8, 8)) * 0.2
+    reference = np.concatenate([uncond, uncond + signal])
+    collapsed = np.concatenate([uncond, uncond + 0.1 * signal])
+    meter = Responsiveness()
+    meter.add(reference, collapsed)
+    assert meter.ratio() == pytest.approx(0.1, rel=1e-6)
+    assert meter.cosine() == pytest.approx(1.0)
+    same = Responsiveness()
+    same.add(reference, reference)
+    assert same.ratio() == pytest.approx(1.0)
+    assert cosine(reference, -reference) == pytest.approx(-1.0)
+    assert psnr(np.array([0.0, 2.0]), np.array([0.0, 2.0])) == math.inf
+
+
+def test_default_prompts_and_split(tmp_path: Path):
+    prompts = load_prompts()
+    assert len(prompts) >= 32 and len(set(prompts)) == len(prompts)
+    calibration, held_out = split_prompts(prompts, 30, 4)
+    assert not set(calibration) & set(held_out) and held_out == prompts[-4:]
+    custom = tmp_path / "p.txt"
+    custom.write_text("# comment\nfirst\n\nsecond\nthird\n")
+    assert split_prompts(load_prompts(custom), 2, 1) == (["first", "second"], ["third"])
+    with pytest.raises(InvalidRequestError, match="need 4 prompts, the file has 3"):
+        split_prompts(load_prompts(custom), 3, 1)
+    with pytest.raises(InvalidRequestError, match="does not exist"):
+        load_prompts(tmp_path / "missing.txt")
+
+
+def test_recipes_record_their_choices():
+    int8 = recipe_for("int8", weight_type="uint8")
+    assert (int8.kind, int8.weight_type, int8.weight_symmetric, int8.activation_type) == ("static", "uint8", False, "uint8")
+    assert recipe_for("w8a16").opset == 21 and recipe_for("w8a16").activation_type == "uint16"
+    assert recipe_for("dynamic").kind == "dynamic" and recipe_for("weight-only").activation_type is None
+    assert recipe_for("int8").as_dict()["op_types"] == ["Conv", "Gemm", "MatMul"]
+    with pytest.raises(InvalidRequestError):
+        recipe_for("int4")
