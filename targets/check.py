@@ -74,15 +74,33 @@ class CheckReport:
         }
 
 
+def _open(manifest: Manifest, component: str, profile: TargetProfile, allow_fallback: bool):
+    record = {"session.record_ep_graph_assignment_info": "1"}
+    # log level 4: the refusals we are probing for would otherwise be printed as errors
+    return create_session(manifest.component_path(component), profile, extra_config=record, allow_fallback=allow_fallback, log_level=4)
+
+
 def placement(manifest: Manifest, component: str, profile: TargetProfile) -> ComponentPlacement:
+    """Count nodes per provider as the deployment would run the component.
+
+    A full-offload target is first tried exactly as deployed (CPU fallback disabled): if the
+    session opens, every node is on the accelerator, including the Q/DQ pairs at the graph's
+    edges that the partitioner would otherwise leave to the CPU. Only when that fails is the
+    graph partitioned with fallback allowed, to name the ops the accelerator refuses.
+    """
     result = ComponentPlacement(component)
-    try:
-        session = create_session(
-            manifest.component_path(component), profile, extra_config={"session.record_ep_graph_assignment_info": "1"}, allow_fallback=True
-        )
-    except Exception as exc:  # the provider refused the graph outright: report, don't crash
-        result.error = str(getattr(exc, "message", exc)).strip().splitlines()[0]
-        return result
+    session = None
+    if profile.full_offload:
+        try:
+            session = _open(manifest, component, profile, allow_fallback=False)
+        except Exception:  # refused as deployed: find out which ops, below
+            session = None
+    if session is None:
+        try:
+            session = _open(manifest, component, profile, allow_fallback=True)
+        except Exception as exc:  # the provider refused the graph outright: report, don't crash
+            result.error = str(getattr(exc, "message", exc)).strip().splitlines()[0]
+            return result
     fallback: collections.Counter[str] = collections.Counter()
     for subgraph in session.get_provider_graph_assignment_info():
         nodes = subgraph.get_nodes()

@@ -32,6 +32,7 @@ def session_options(
     threads: int | None = None,
     extra_config: dict[str, str] | None = None,
     allow_fallback: bool | None = None,
+    log_level: int = 3,
 ):
     """SessionOptions for ``profile``; ``allow_fallback=True`` lifts a full-offload rule (for checks)."""
     import onnxruntime as ort
@@ -43,7 +44,7 @@ def session_options(
         threads = int(env) if env else None
     if threads:
         options.intra_op_num_threads = threads
-    options.log_severity_level = 3  # errors only: ORT warnings are noise for end users
+    options.log_severity_level = log_level  # 3 = errors only: ORT warnings are noise for end users
     config = dict(profile.session_config)
     if allow_fallback:
         config.pop("session.disable_cpu_ep_fallback", None)
@@ -59,11 +60,12 @@ def create_session(
     threads: int | None = None,
     extra_config: dict[str, str] | None = None,
     allow_fallback: bool | None = None,
+    log_level: int = 3,
 ):
     """Open ``model_path`` on the profile's providers; a broken file becomes a PackageError."""
     import onnxruntime as ort
 
-    options = session_options(profile, threads, extra_config, allow_fallback)
+    options = session_options(profile, threads, extra_config, allow_fallback, log_level)
     try:
         if profile.plugin:
             from .plugins import plugin_devices, plugin_provider_options
