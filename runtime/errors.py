@@ -23,9 +23,16 @@ class NanoedgeError(Exception):
 
 
 class InvalidRequestError(NanoedgeError, ValueError):
-    """A parameter the caller passed cannot be honoured (bad size, steps, scheduler...)."""
+    """A parameter the caller passed cannot be honoured (bad size, steps, scheduler...).
+
+    ``param`` names the offending field when there is one, so an API layer can report it.
+    """
 
     exit_code = 2
+
+    def __init__(self, message: str, hint: str | None = None, param: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.param = param
 
 
 class PackageError(NanoedgeError):

@@ -70,7 +70,7 @@ class ResolvedRequest:
     scheduler: str
 
     def batch_key(self) -> tuple:
-        """Requests with equal keys can share UNet calls."""
+        """Requests with equal keys can share UNet calls (output sizes may differ)."""
         return (self.run_size, self.steps, self.guidance, self.scheduler)
 
 
@@ -84,7 +84,7 @@ class GenerationResult:
 
 def _as_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) and not (isinstance(value, float) and value.is_integer()):
-        raise InvalidRequestError(f"{name} must be an integer, got {value!r}")
+        raise InvalidRequestError(f"{name} must be an integer, got {value!r}", param=name)
     return int(value)
 
 
@@ -155,33 +155,33 @@ class Pipeline:
         """Fill defaults and validate everything before any inference starts."""
         defaults = self.manifest.defaults
         if not isinstance(request.prompt, str):
-            raise InvalidRequestError("prompt must be a string")
+            raise InvalidRequestError("prompt must be a string", param="prompt")
         n = _as_int(request.n, "n")
         if not 1 <= n <= MAX_IMAGES:
-            raise InvalidRequestError(f"n must be between 1 and {MAX_IMAGES}, got {n}")
+            raise InvalidRequestError(f"n must be between 1 and {MAX_IMAGES}, got {n}", param="n")
         steps = _as_int(request.steps if request.steps is not None else defaults.get("steps", 25), "steps")
         if not 1 <= steps <= MAX_STEPS:
-            raise InvalidRequestError(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
+            raise InvalidRequestError(f"steps must be between 1 and {MAX_STEPS}, got {steps}", param="steps")
         guidance = request.guidance if request.guidance is not None else defaults.get("guidance", 7.5)
         if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not np.isfinite(guidance) or not 0 <= guidance <= 50:
-            raise InvalidRequestError(f"guidance must be a number between 0 and 50, got {guidance!r}")
+            raise InvalidRequestError(f"guidance must be a number between 0 and 50, got {guidance!r}", param="guidance")
         scheduler = (request.scheduler or defaults.get("scheduler") or self.manifest.data.get("scheduler", {}).get("default") or "").strip().lower() or None
         try:
             make_scheduler(scheduler, self.scheduler_config)
         except ValueError as exc:
-            raise InvalidRequestError(str(exc), hint=f"known schedulers: {', '.join(SCHEDULER_NAMES)}") from None
+            raise InvalidRequestError(str(exc), hint=f"known schedulers: {', '.join(SCHEDULER_NAMES)}", param="scheduler") from None
         try:  # some schedulers limit the step count (LCM <= 50, PNDM's PRK path >= 4)
             make_scheduler(scheduler, self.scheduler_config).set_timesteps(steps)
         except ValueError as exc:
-            raise InvalidRequestError(f"{scheduler or 'the default scheduler'} cannot run {steps} steps: {exc}") from None
+            raise InvalidRequestError(f"{scheduler or 'the default scheduler'} cannot run {steps} steps: {exc}", param="steps") from None
         seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
         seed = _as_int(seed, "seed")
         if not 0 <= seed <= MAX_SEED - MAX_IMAGES:
-            raise InvalidRequestError(f"seed must be between 0 and {MAX_SEED - MAX_IMAGES}, got {seed}")
+            raise InvalidRequestError(f"seed must be between 0 and {MAX_SEED - MAX_IMAGES}, got {seed}", param="seed")
         run_size, output_size = self.sizes.resolve(request.size if request.size is not None else defaults.get("size"))
         negative = request.negative_prompt if request.negative_prompt is not None else ""
         if not isinstance(negative, str):
-            raise InvalidRequestError("negative_prompt must be a string")
+            raise InvalidRequestError("negative_prompt must be a string", param="negative_prompt")
         return ResolvedRequest(
             prompt=request.prompt,
             negative_prompt=negative,
@@ -280,12 +280,10 @@ class Pipeline:
         decoded = self._decode(sample)
         timings["vae_decoder_s"] = time.perf_counter() - started
 
-        images = decoded_to_pil(decoded, first.output_size)
         results, offset = [], 0
-        for r in resolved:
-            results.append(
-                GenerationResult(images=images[offset : offset + r.n], request=r, truncated_prompt=any(truncated[offset : offset + r.n]), timings=dict(timings))
-            )
+        for r in resolved:  # each request gets its own output size (resizing is per request)
+            images = decoded_to_pil(decoded[offset : offset + r.n], r.output_size)
+            results.append(GenerationResult(images=images, request=r, truncated_prompt=any(truncated[offset : offset + r.n]), timings=dict(timings)))
             offset += r.n
         return results
 

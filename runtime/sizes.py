@@ -39,7 +39,7 @@ def parse_size(value: "str | Size | tuple[int, int] | int") -> Size:
         if match:
             return Size(int(match.group(1)), int(match.group(2)))
     raise InvalidRequestError(
-        f"size {value!r} is not understood", hint="give it as WIDTHxHEIGHT, for example 512x512"
+        f"size {value!r} is not understood", hint="give it as WIDTHxHEIGHT, for example 512x512", param="size"
     )
 
 
@@ -83,6 +83,7 @@ class SizeRules:
                 raise InvalidRequestError(
                     f"size {size} is not available: this package was exported with the static shape {self.static}",
                     hint=f"ask for {self.static}, or export a dynamic-shape package",
+                    param="size",
                 )
             return size, size
         for side, name in ((size.width, "width"), (size.height, "height")):
@@ -90,16 +91,19 @@ class SizeRules:
                 raise InvalidRequestError(
                     f"size {size}: {name} {side} is not a multiple of 8",
                     hint=f"use a multiple of {self.multiple_of}, for example {self.native}",
+                    param="size",
                 )
             if side % self.multiple_of:
                 raise InvalidRequestError(
                     f"size {size}: {name} {side} is not a multiple of {self.multiple_of}, which this UNet needs",
                     hint=f"use a multiple of {self.multiple_of}, for example {self.native}",
+                    param="size",
                 )
             if not self.minimum <= side <= self.maximum:
                 raise InvalidRequestError(
                     f"size {size}: {name} {side} is outside {self.minimum}..{self.maximum}",
                     hint=f"use a size between {self.minimum} and {self.maximum}, for example {self.native}",
+                    param="size",
                 )
         return size, size
 

@@ -102,8 +102,9 @@ def test_other_sizes(pipe: Pipeline):
     ],
 )
 def test_bad_requests_fail_before_any_work(pipe: Pipeline, kwargs, message):
-    with pytest.raises(InvalidRequestError, match=message):
+    with pytest.raises(InvalidRequestError, match=message) as err:
         pipe.generate("a cat", **kwargs)
+    assert err.value.param == next(iter(kwargs)), "the error names the field, for API layers"
 
 
 def test_static_package_runs_and_matches_dynamic(tiny_package: Path, tiny_static_package: Path, pipe: Pipeline):
