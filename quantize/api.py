@@ -216,9 +216,9 @@ class _Quantizer:
         folder = self.work / name
         self.announce(f"pre-processing {name}")
         copy = copy_component(self.source, name, folder / "fp32")
-        pre = preprocess(copy, folder / "pre" / "model.onnx")
+        pre = preprocess(copy, folder / "pre" / "model.onnx", qnn=recipe.qnn_compatible)
         shutil.rmtree(folder / "fp32")
-        nodes = quantizable_nodes(load_model(pre, weights=False), recipe.op_types, recipe.const_weight_only, activations=recipe.kind != "weight-only")
+        nodes = quantizable_nodes(load_model(pre, weights=False), recipe)
         component = _Component(name, recipe, pre, component_is_external(self.source, name), nodes)
         if recipe.needs_ranges:
             assert self.store is not None

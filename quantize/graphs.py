@@ -67,7 +67,7 @@ def copy_component(manifest: Manifest, name: str, folder: Path) -> Path:
     return folder / Path(model_rel).name
 
 
-def preprocess(source: Path, target: Path) -> Path:
+def preprocess(source: Path, target: Path, qnn: bool = False) -> Path:
     """onnxruntime's recommended pre-processing (``quant_pre_process``): basic graph optimisation
     plus shape inference, so the quantizer knows every tensor's type.
 
@@ -77,10 +77,21 @@ def preprocess(source: Path, target: Path) -> Path:
     ("Incomplete symbolic shape inference"). So it runs only when ONNX inference leaves node
     outputs untyped, with merged symbolic dims. Weights always go to external data, so later
     passes (range collection, sensitivity probes) share one weight file instead of copying it.
+    With ``qnn``, onnxruntime's QNN pre-processing runs first (Erf chains fused into Gelu, which
+    the HTP runs and a quantized Erf chain does not).
     """
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     target.parent.mkdir(parents=True, exist_ok=True)
+    fused: Path | None = None
+    if qnn:
+        # Before quant_pre_process: onnxruntime 1.32's QNN pass fails on models that already
+        # carry metadata properties (quant_pre_process adds one).
+        from onnxruntime.quantization.execution_providers.qnn import qnn_preprocess_model
+
+        fused = target.with_name("qnn-" + target.name)
+        if qnn_preprocess_model(str(source), str(fused), save_as_external_data=True, all_tensors_to_one_file=True, external_data_location=fused.name + EXTERNAL_SUFFIX):
+            source = fused
     common = {"save_as_external_data": True, "all_tensors_to_one_file": True, "external_data_location": target.name + EXTERNAL_SUFFIX}
     quant_pre_process(str(source), str(target), skip_symbolic_shape=True, **common)
     untyped = untyped_outputs(load_model(target, weights=False))
@@ -99,6 +110,9 @@ def preprocess(source: Path, target: Path) -> Path:
                 save_model(model, target, external=True)
             for path in model_files(symbolic):
                 path.unlink()
+    if fused is not None:
+        for path in model_files(fused):
+            path.unlink(missing_ok=True)
     import onnx
 
     model = load_model(target, weights=False)
@@ -163,19 +177,21 @@ class QuantNode:
         return bool(self.weights)
 
 
-def quantizable_nodes(model, op_types: tuple[str, ...], const_weight_only: bool, activations: bool = True) -> list[QuantNode]:
+def quantizable_nodes(model, recipe) -> list[QuantNode]:
     """The nodes a recipe would quantize, in graph order.
 
-    ``const_weight_only`` keeps MatMuls of two activations (attention scores) out;
-    ``activations=False`` (weight-only) lists only nodes that have a weight to quantize.
+    Nodes need a float output; ``recipe.const_weight_only`` keeps MatMuls of two activations
+    (attention scores) out; the weight-only scheme lists only nodes that have a weight.
     """
     import onnx
 
     initializers = {t.name: t for t in model.graph.initializer}
     types = tensor_types(model)
+    const_weight_only = recipe.const_weight_only
+    activations = recipe.kind != "weight-only"
     result = []
     for node in model.graph.node:
-        if node.op_type not in op_types or not node.output:
+        if not recipe.quantizes(node.op_type) or not node.output:
             continue
         weights, acts = [], []
         for slot, name in enumerate(node.input):

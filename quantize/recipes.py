@@ -47,12 +47,10 @@ WEIGHT_TYPES = ("auto", "int8", "uint8")
 
 # Operators the CPU-oriented schemes quantize: the ones that carry weights and the time.
 COMPUTE_OPS = ("Conv", "Gemm", "MatMul")
-# Every operator onnxruntime's QDQ quantizer knows (what an NPU wants quantized).
-ALL_QDQ_OPS = (
-    "Conv", "ConvTranspose", "Gemm", "MatMul", "Clip", "Relu", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten",
-    "Resize", "MaxPool", "AveragePool", "Slice", "Pad", "Split", "Gather", "GatherElements", "Where",
-    "InstanceNormalization", "LayerNormalization", "BatchNormalization", "Add", "Mul", "Sigmoid", "Softmax", "Concat",
-)
+# Every operator with float inputs and outputs (an NPU runs nothing in float): "*" stands
+# for all operator types except these, which only move data between types.
+ALL_OPS = ("*",)
+NEVER_QUANTIZED = ("Cast", "Shape", "Size", "ConstantOfShape")
 # onnxruntime's dynamic quantizer has integer kernels for these two only.
 DYNAMIC_OPS = ("Conv", "MatMul")
 
@@ -73,6 +71,12 @@ class Recipe:
     const_weight_only: bool = True
     opset: int | None = None
     calibration: str | None = None
+    qnn_compatible: bool = False
+
+    def quantizes(self, op_type: str) -> bool:
+        if op_type in NEVER_QUANTIZED:
+            return False
+        return "*" in self.op_types or op_type in self.op_types
 
     @property
     def needs_ranges(self) -> bool:
@@ -116,10 +120,12 @@ def recipe_for(scheme: str, weight_type: str = "auto", calibration: str = "minma
         # No integer kernels run, so saturation cannot happen: always symmetric INT8.
         return Recipe(scheme=scheme, kind="weight-only")
     if scheme == "w8a16":
-        # NPU format: symmetric INT8 per-channel weights as QNN HTP expects.
+        # NPU format: symmetric INT8 per-channel weights, every operator quantized, and
+        # onnxruntime's QNN pre-processing (Erf chains fused to Gelu) and per-operator
+        # overrides (LayerNorm/MatMul weight types HTP accepts).
         return Recipe(
-            scheme=scheme, kind="static", activation_type="uint16", op_types=ALL_QDQ_OPS,
-            const_weight_only=False, opset=21, calibration=calibration,
+            scheme=scheme, kind="static", activation_type="uint16", op_types=ALL_OPS,
+            const_weight_only=False, opset=21, calibration=calibration, qnn_compatible=True,
         )
     safe = cpu_has_int8_dot_product()
     if weight_type == "auto":
@@ -229,22 +235,58 @@ def _run_onnxruntime_quantizer(recipe: Recipe, source: Path, target: Path, range
 
     qtypes = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8, "int16": QuantType.QInt16, "uint16": QuantType.QUInt16}
     extra: dict[str, Any] = {"MatMulConstBOnly": recipe.const_weight_only, "WeightSymmetric": recipe.weight_symmetric}
+    op_types = list(recipe.op_types)
+    if recipe.qnn_compatible:
+        op_types, overrides = _qnn_options(recipe, source, qtypes)
+        extra.update(overrides)
     if recipe.kind == "static":
         if ranges_file is None:
             raise ValueError("static quantization needs calibrated ranges")
         extra["ActivationSymmetric"] = recipe.activation_symmetric
         quantize_static(
             str(source), str(target), calibration_data_reader=None, calibration_cache_path=str(ranges_file),
-            quant_format=QuantFormat.QDQ, op_types_to_quantize=list(recipe.op_types), per_channel=recipe.per_channel,
+            quant_format=QuantFormat.QDQ, op_types_to_quantize=op_types, per_channel=recipe.per_channel,
             reduce_range=recipe.reduce_range, activation_type=qtypes[recipe.activation_type or "uint8"],
             weight_type=qtypes[recipe.weight_type], nodes_to_quantize=selected, use_external_data_format=True,
             extra_options=extra,
         )
     elif recipe.kind == "dynamic":
         quantize_dynamic(
-            str(source), str(target), op_types_to_quantize=list(recipe.op_types), per_channel=recipe.per_channel,
+            str(source), str(target), op_types_to_quantize=op_types, per_channel=recipe.per_channel,
             reduce_range=recipe.reduce_range, weight_type=qtypes[recipe.weight_type], nodes_to_quantize=selected,
             use_external_data_format=True, extra_options=extra,
         )
     else:
         raise ValueError(f"recipe kind {recipe.kind!r} does not quantize")
+
+
+def _qnn_options(recipe: Recipe, source: Path, qtypes: dict) -> tuple[list[str], dict[str, Any]]:
+    """Operator types and quantizer options onnxruntime's QNN helper chooses for this graph.
+
+    ``get_qnn_qdq_config`` only reads the graph here; calibration is ours (its reader stays
+    unused), so just the per-tensor overrides and options that make HTP accept the graph are
+    taken over.
+    """
+    from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config
+
+    config = get_qnn_qdq_config(
+        str(source), calibration_data_reader=None, activation_type=qtypes[recipe.activation_type or "uint16"],
+        weight_type=qtypes[recipe.weight_type], per_channel=recipe.per_channel, weight_symmetric=recipe.weight_symmetric,
+        activation_symmetric=recipe.activation_symmetric,
+    )
+    keys = ("MinimumRealRange", "DedicatedQDQPair", "QDQKeepRemovableActivations", "TensorQuantOverrides")
+    op_types = [t for t in config.op_types_to_quantize if recipe.quantizes(t)]
+    options = {k: config.extra_options[k] for k in keys if k in config.extra_options}
+    # With per-channel weights the helper skips LayerNorm, whose scale would then be signed
+    # INT8; the HTP rejects that next to 16-bit activations (measured with `nanoedge check
+    # --target qnn`), so LayerNorm scales get the unsigned 8-bit type it accepts.
+    import onnx
+
+    graph = onnx.load(str(source), load_external_data=False).graph
+    initializers = {t.name for t in graph.initializer}
+    overrides = dict(options.get("TensorQuantOverrides") or {})
+    for node in graph.node:
+        if node.op_type == "LayerNormalization" and len(node.input) > 1 and node.input[1] in initializers:
+            overrides.setdefault(node.input[1], [{"quant_type": qtypes["uint8"], "symmetric": False}])
+    options["TensorQuantOverrides"] = overrides
+    return op_types, options

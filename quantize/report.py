@@ -65,16 +65,21 @@ def size_figures(quantized: Manifest, source: Manifest) -> dict[str, Any]:
 def component_figures(pipe, store: TrajectoryStore, component: str, max_calls: int, responsiveness: Responsiveness | None, progress: Progress | None = None) -> dict[str, Any]:
     """Cosine/PSNR of one component on held-out calls (and responsiveness for the UNet)."""
     session = pipe.sessions[component]
-    calls = spread(store.calls(EVALUATION, component), max_calls)
+    calls = store.calls(EVALUATION, component)
+    # A static batch-1 package (the NPU form) runs CFG as two calls, uncond then cond:
+    # keep those pairs together so the guidance signal can be measured.
+    paired = responsiveness is not None and bool(calls) and store.inputs(calls[0])["sample"].shape[0] == 1
+    groups = [calls[i : i + 2] for i in range(0, len(calls) - 1, 2)] if paired else [[c] for c in calls]
+    groups = spread(groups, max(1, max_calls // 2) if paired else max_calls)
     running = RunningError()
-    for index, call in enumerate(calls):
-        reference = store.output(call)
-        output = session.run(None, store.inputs(call))[0]
+    for index, group in enumerate(groups):
+        reference = np.concatenate([store.output(c) for c in group])
+        output = np.concatenate([session.run(None, store.inputs(c))[0] for c in group])
         running.add(reference, output)
         if responsiveness is not None:
             responsiveness.add(reference, output)
         if progress is not None:
-            progress(index + 1, len(calls))
+            progress(index + 1, len(groups))
     return {"cosine": _finite(running.cosine()), "psnr_db": _finite(running.psnr()), "identical": running.err_sq == 0, "samples": running.calls}
 
 

@@ -129,7 +129,8 @@ class _ProbeBuilder:
             else:
                 inputs.append(name)
         probe_out = f"{qnode.output}__probe"
-        copy = helper.make_node(node.op_type, inputs, [probe_out], name=f"{node.name}__probe", domain=node.domain)
+        outputs = [probe_out] + [f"{o}__probe" for o in node.output[1:]]  # same arity (Split, ...)
+        copy = helper.make_node(node.op_type, inputs, outputs, name=f"{node.name}__probe", domain=node.domain)
         copy.attribute.extend(node.attribute)
         self.new_nodes.append(copy)
         compared = probe_out

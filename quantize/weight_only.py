@@ -46,7 +46,7 @@ def quantize_weights_only(source: Path, target: Path, recipe: Recipe, nodes: "se
         eligible = True
         for node, slot in consumers:
             axis = weight_axis(node, slot, len(tensor.dims))
-            if node.op_type not in recipe.op_types or node.name not in nodes or axis is False:
+            if not recipe.quantizes(node.op_type) or node.name not in nodes or axis is False:
                 eligible = False
                 break
             axes.add(axis)

@@ -173,3 +173,16 @@ def test_refuses_a_quantized_input_and_an_existing_output(quantized, tmp_path: P
         quantize_package(quantized["dynamic"].manifest.root, tmp_path / "again", QuantizeOptions(**FAST))
     with pytest.raises(InvalidRequestError, match="already exists"):
         quantize_package(tiny_package, quantized["dynamic"].manifest.root, QuantizeOptions(**FAST))
+
+
+def test_static_batch_one_package_pairs_cfg_calls(tiny_static_package: Path, tmp_path: Path):
+    """The NPU form (static 64x64, batch 1) runs CFG as two UNet calls; responsiveness still measures."""
+    options = QuantizeOptions(scheme="w8a16", **{**FAST, "size": None}, **OPEN_GATE)
+    result = quantize_package(tiny_static_package, tmp_path / "static-w8a16", options)
+    resp = result.report["responsiveness"]
+    assert resp["ratio"] is not None and resp["fp32_std"] > 0 and resp["samples"] >= 1
+    assert result.manifest.data["sizes"]["static"] == "64x64"
+    unet = result.manifest.component("unet")
+    assert unet["inputs"][0]["shape"][0] == 1 and unet["precision"] == "w8a16"
+    image = Pipeline.load(result.manifest.root).generate("a red circle", seed=2, steps=2)[0]
+    assert image.size == (64, 64)

@@ -89,7 +89,7 @@ def test_probe_measures_each_nodes_own_quantization_error(tmp_path: Path):
     samples = [{"x": rng.standard_normal((5, 16), dtype=np.float32)} for _ in range(3)]
     recipe = recipe_for("int8", weight_type="int8")
     model = onnx.load(str(path), load_external_data=False)
-    nodes = quantizable_nodes(model, recipe.op_types, recipe.const_weight_only)
+    nodes = quantizable_nodes(model, recipe)
     assert [n.name for n in nodes] == ["mm"] and nodes[0].weights == ((1, "w"),) and nodes[0].activations == ("x",)
     ranges = collect_ranges(path, ["x", "y"], iter(samples), len(samples))
     ranked = rank_nodes("toy", path, nodes, recipe, ranges, iter(samples), len(samples))
