@@ -7,15 +7,40 @@ through ``SessionOptions.add_provider_for_devices`` with the HTP backend library
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
+import os
+import sys
 import threading
+from typing import Iterator
 
 from .profiles import TargetProfile
 
 log = logging.getLogger(__name__)
 _registered: set[str] = set()
 _lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def native_stdout_to_stderr() -> Iterator[None]:
+    """Send what native plugin code prints on stdout to stderr while it runs.
+
+    The QNN backend prints a configuration notice on stdout when it loads, which would
+    corrupt ``--json`` output and anything piped from our commands.
+    """
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no real stdout (embedded): nothing to protect
+        yield
+        return
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _qnn_module():

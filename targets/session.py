@@ -68,13 +68,14 @@ def create_session(
     options = session_options(profile, threads, extra_config, allow_fallback, log_level)
     try:
         if profile.plugin:
-            from .plugins import plugin_devices, plugin_provider_options
+            from .plugins import native_stdout_to_stderr, plugin_devices, plugin_provider_options
 
             devices = plugin_devices(profile)
             if not devices:
                 raise TargetUnavailableError(f"{profile.accelerator} reports no device", hint=f"check the {profile.pip_package} install")
             options.add_provider_for_devices(devices, plugin_provider_options(profile))
-            return ort.InferenceSession(str(model_path), sess_options=options)
+            with native_stdout_to_stderr():
+                return ort.InferenceSession(str(model_path), sess_options=options)
         available = set(ort.get_available_providers())
         providers = [(p, _expand(profile.provider_options.get(p, {}))) for p in profile.providers if p in available]
         if not providers:
