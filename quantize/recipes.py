@@ -9,6 +9,8 @@ how it was made. Schemes:
     where the time goes on CPU (onnxruntime fuses them into QLinearConv / QLinearMatMul), and
     keeping softmax, norms and the attention score products in float avoids the failure modes
     that make plain INT8 diffusion models drift.
+``w8a8``
+    The same, every operator, with 8-bit activations: the NPU (QNN HTP W8A8) form of INT8.
 ``w8a16``
     INT8 weights, 16-bit activations, every operator onnxruntime can quantize: the Qualcomm
     HTP recipe. 16-bit Q/DQ needs opset 21 (the model is upgraded). On CPU it runs as float
@@ -41,7 +43,7 @@ from nanoedge.runtime.errors import InvalidRequestError
 
 log = logging.getLogger(__name__)
 
-SCHEMES = ("int8", "w8a16", "dynamic", "weight-only")
+SCHEMES = ("int8", "w8a16", "w8a8", "dynamic", "weight-only")
 COMPONENT_SCHEMES = (*SCHEMES, "fp32")
 WEIGHT_TYPES = ("auto", "int8", "uint8")
 
@@ -119,6 +121,14 @@ def recipe_for(scheme: str, weight_type: str = "auto", calibration: str = "minma
     if scheme == "weight-only":
         # No integer kernels run, so saturation cannot happen: always symmetric INT8.
         return Recipe(scheme=scheme, kind="weight-only")
+    if scheme == "w8a8":
+        # The 8-bit twin of w8a16 for NPUs (QNN HTP W8A8): every operator quantized with
+        # 8-bit activations, so the accelerator takes the whole graph. The CPU-oriented
+        # ``int8`` keeps norms and softmax in float, which an NPU would hand back to the CPU.
+        return Recipe(
+            scheme=scheme, kind="static", activation_type="uint8", op_types=ALL_OPS,
+            const_weight_only=False, calibration=calibration, qnn_compatible=True,
+        )
     if scheme == "w8a16":
         # NPU format: symmetric INT8 per-channel weights, every operator quantized, and
         # onnxruntime's QNN pre-processing (Erf chains fused to Gelu) and per-operator

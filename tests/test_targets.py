@@ -75,7 +75,7 @@ def test_check_qnn_rejects_a_dynamic_fp32_package(tiny_package: Path):
 
 def test_qnn_refuses_fp32_package_with_a_reason(tiny_static_package: Path):
     pytest.importorskip("onnxruntime_qnn")
-    with pytest.raises(TargetUnavailableError, match="w8a16 or int8"):
+    with pytest.raises(TargetUnavailableError, match="w8a16 or w8a8"):
         Pipeline.load(tiny_static_package, target="qnn")
 
 

@@ -79,6 +79,7 @@ def quantize(package, output, scheme, text_encoder, unet, vae_decoder, prompts_f
     Schemes:
       int8         static W8A8 (QDQ, per-channel weights): CPU and NPUs
       w8a16        INT8 weights, 16-bit activations: the Qualcomm HTP recipe
+      w8a8         INT8 weights, 8-bit activations, every op: INT8 for NPUs (HTP)
       dynamic      INT8 weights, activations quantized at run time: CPU
       weight-only  INT8 weights, float activations: size win, smallest loss
     Per component: --unet int8 --vae-decoder weight-only (fp32 leaves one alone).
