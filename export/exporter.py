@@ -179,9 +179,7 @@ def export_package(source: str, output: "str | Path", options: ExportOptions | N
             "native": str(static or native_size),
             "multiple_of": multiple,
             "min": multiple,
-            # Attention memory grows with the 4th power of the side: twice the native side
-            # is the most a CPU box can take (the tiny model at 16x its area ran out of 23 GB).
-            "max": native * 2,
+            "max": max(2048, native * 2),
             "static": str(static) if static else None,
             "static_batch": options.batch if static else None,
             "output": [str(s) for s in options.output_sizes],
