@@ -222,13 +222,13 @@ class _Quantizer:
         component = _Component(name, recipe, pre, component_is_external(self.source, name), nodes)
         if recipe.needs_ranges:
             assert self.store is not None
-            tensors = [t for n in nodes for t in (*n.activations, n.output)]
+            tensors = [t for n in nodes for t in n.tensors]
             calls = self.store.calls(CALIBRATION, name)
             component.ranges = collect_ranges(pre, tensors, self.store.iter_inputs(CALIBRATION, name, calls), len(calls), self.options.threads, self.stage(f"calibrating {name} ranges"))
             component.ranges_file = write_calibration_cache(component.ranges, folder / "ranges.json")
             bad = unrepresentable(component.ranges)
             for node in nodes:
-                if bad.intersection((*node.activations, node.output)):
+                if bad.intersection(node.tensors):
                     component.auto_float[node.name] = "range"
             if component.auto_float:
                 log.info("%s: %d nodes read or write tensors no integer grid can hold (masks): kept float", name, len(component.auto_float))

@@ -171,6 +171,12 @@ class QuantNode:
     weights: tuple[tuple[int, str], ...]
     output: str
     weight_bytes: int
+    more_outputs: tuple[str, ...] = ()  # float outputs after the first (Split): calibrated too
+
+    @property
+    def tensors(self) -> tuple[str, ...]:
+        """Every activation this node reads or writes (what calibration must cover)."""
+        return (*self.activations, self.output, *self.more_outputs)
 
     @property
     def has_weights(self) -> bool:
@@ -210,7 +216,8 @@ def quantizable_nodes(model, recipe) -> list[QuantNode]:
         output = node.output[0]
         if types.get(output) not in (None, onnx.TensorProto.FLOAT):
             continue
-        result.append(QuantNode(node.name, node.op_type, tuple(acts) if activations else (), tuple(weights), output, nbytes))
+        more = tuple(o for o in node.output[1:] if o and types.get(o) == onnx.TensorProto.FLOAT)
+        result.append(QuantNode(node.name, node.op_type, tuple(acts) if activations else (), tuple(weights), output, nbytes, more))
     return result
 
 

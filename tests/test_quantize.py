@@ -55,12 +55,17 @@ def _ops(model_path: Path) -> set[str]:
 
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_scheme_loads_and_generates_close_to_fp32(quantized, tiny_package: Path, scheme: str):
+    """Each package runs in the runtime, and its image is far closer to the FP32 image of the
+    same prompt and seed than FP32 images of two seeds are to each other."""
     package = quantized[scheme].manifest.root
     pipe = Pipeline.load(package)  # checks every file against its sha256 in the new manifest
-    image = np.asarray(pipe.generate("a blue square", seed=5, steps=4)[0])
-    reference = np.asarray(Pipeline.load(tiny_package).generate("a blue square", seed=5, steps=4)[0])
-    assert image.shape == (64, 64, 3) and image.std() > 0
-    assert 20 < image_psnr(reference, image) < math.inf
+    kwargs = {"size": FAST["size"], "steps": FAST["steps"]}
+    image = np.asarray(pipe.generate("a blue square", seed=5, **kwargs)[0])
+    fp32 = Pipeline.load(tiny_package)
+    reference = np.asarray(fp32.generate("a blue square", seed=5, **kwargs)[0])
+    other_seed = np.asarray(fp32.generate("a blue square", seed=6, **kwargs)[0])
+    assert image.shape == (32, 32, 3) and image.std() > 0
+    assert image_psnr(reference, image) > image_psnr(reference, other_seed) + 6
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
@@ -85,7 +90,9 @@ def test_manifest_records_recipe_float_nodes_and_every_figure(quantized, tiny_pa
     on_disk = sum((manifest.root / rel).stat().st_size for rel in manifest.component("unet")["files"])
     assert size["unet_bytes"] == on_disk
     assert size["fp32_unet_bytes"] == sum(source.files[rel]["bytes"] for rel in source.component("unet")["files"])
-    assert size["unet_ratio"] == pytest.approx(on_disk / size["fp32_unet_bytes"], abs=1e-4) and size["unet_ratio"] < 0.5
+    # The tiny UNet has 0.4 M parameters, so scales and Q/DQ nodes weigh more than on a real
+    # model (bench/quantize_real.sh measures BK-SDM-Tiny); the weights must still shrink.
+    assert size["unet_ratio"] == pytest.approx(on_disk / size["fp32_unet_bytes"], abs=1e-4) and size["unet_ratio"] < 0.8
     assert size["package_bytes"] < size["fp32_package_bytes"]
     assert section["attempts"][0]["passed"] and section["gate"]["min_psnr"] == 0.0
 
@@ -95,6 +102,7 @@ def test_manifest_records_recipe_float_nodes_and_every_figure(quantized, tiny_pa
     [
         ("int8", {"QuantizeLinear", "DequantizeLinear"}, {"DynamicQuantizeLinear"}),
         ("w8a16", {"QuantizeLinear", "DequantizeLinear"}, {"DynamicQuantizeLinear"}),
+        ("w8a8", {"QuantizeLinear", "DequantizeLinear"}, {"DynamicQuantizeLinear"}),
         ("dynamic", {"DynamicQuantizeLinear", "MatMulInteger", "ConvInteger"}, {"QuantizeLinear"}),
         ("weight-only", {"DequantizeLinear"}, {"QuantizeLinear", "DynamicQuantizeLinear"}),
     ],

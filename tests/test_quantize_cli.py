@@ -31,7 +31,7 @@ def test_per_component_choice_json_and_info(tiny_package: Path, tmp_path: Path, 
     assert summary["schemes"] == {"text_encoder": "fp32", "unet": "int8", "vae_decoder": "weight-only"}
     report = summary["report"]
     assert report["components"]["text_encoder"]["identical"] is True
-    assert report["components"]["unet"]["scheme"] == "int8" and report["size"]["unet_ratio"] < 0.5
+    assert report["components"]["unet"]["scheme"] == "int8" and report["size"]["unet_ratio"] < 0.8
     source = json.loads((tiny_package / "nanoedge.json").read_text())
     written = json.loads((out / "nanoedge.json").read_text())
     assert written["files"]["text_encoder/model.onnx"]["sha256"] == source["files"]["text_encoder/model.onnx"]["sha256"]
