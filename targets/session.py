@@ -10,17 +10,13 @@ import os
 from pathlib import Path
 
 from nanoedge.runtime.errors import PackageError, TargetUnavailableError
+from nanoedge.runtime.integrity import cache_dir
 
 from .profiles import TargetProfile
 
 
-def cache_root() -> Path:
-    base = os.environ.get("NANOEDGE_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "nanoedge")
-    return Path(base)
-
-
 def _expand(options: dict[str, str]) -> dict[str, str]:
-    expanded = {k: v.replace("{cache_dir}", str(cache_root())) for k, v in options.items()}
+    expanded = {k: v.replace("{cache_dir}", str(cache_dir())) for k, v in options.items()}
     for key, value in expanded.items():
         if key.endswith(("cache_path", "cache_dir", "CacheDirectory")):
             Path(value).mkdir(parents=True, exist_ok=True)
