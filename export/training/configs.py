@@ -30,11 +30,14 @@ UNET_CONFIG: dict[str, Any] = {
     "in_channels": 4,
     "out_channels": 4,
     "layers_per_block": 1,
-    "block_out_channels": [32, 64, 64],
-    # Cross-attention at 8x8 and 4x4 only: enough to place a shape at one of five anchors,
-    # and it keeps 256-token attention (the costliest layer on a CPU) out of the model.
-    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
-    "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+    "block_out_channels": [32, 64, 64, 64],
+    # Four levels (16, 8, 4, 2): at 2x2 every cell is a corner, so zero padding can tell a
+    # cell where it is. Added to help "left"/"top"; it did not make position learnable in
+    # the training time we have (docs/demo-model.md, "Known shortfall").
+    # Cross-attention from 8x8 down only: 256-token attention (the costliest layer on a CPU)
+    # stays out of the model.
+    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+    "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
     "cross_attention_dim": 64,
     "attention_head_dim": 4,
     "norm_num_groups": 16,
@@ -61,7 +64,9 @@ def text_encoder_config(vocab_size: int, bos_id: int, eos_id: int, pad_id: int) 
     }
 
 
-#: SD's own noise schedule, with DDIM as the sampler the package defaults to.
+#: SD's own noise schedule (epsilon prediction), with DDIM as the sampler the package defaults to.
+#: A zero-terminal-SNR + v-prediction variant was tried to fix position (docs/demo-model.md):
+#: in the time available it learned colour and shape far more slowly and was not kept.
 SCHEDULER_CONFIG: dict[str, Any] = {
     "_class_name": "DDIMScheduler",
     "num_train_timesteps": 1000,

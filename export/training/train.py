@@ -43,7 +43,7 @@ class TrainConfig:
     vae_crop: int = 32
     vae_lr: float = 2e-3
     vae_kl_weight: float = 1e-6
-    unet_steps: int = 3600
+    unet_steps: int = 2000
     unet_batch: int = 32
     unet_lr: float = 1e-3
     warmup_steps: int = 100
