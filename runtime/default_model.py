@@ -1,8 +1,9 @@
 """Where the built-in default model lives.
 
-Until the trained demo model ships inside the package, the default is a package the user
-exported (``NANOEDGE_DEFAULT_MODEL``) or the one `make demo` writes; the error says how to get
-one rather than failing on a missing path.
+The default is the trained demo model shipped inside the runtime (``models/default``, see
+docs/demo-model.md), unless ``NANOEDGE_DEFAULT_MODEL`` names another package folder; when
+neither exists (a trimmed install) the error says how to get one rather than failing on a
+missing path.
 """
 
 from __future__ import annotations
