@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine:
-#   make demo   install nanoedge with its tools, export the default model, generate an image
+#   make demo   install nanoedge with its tools, export + quantize the demo model, generate images
 #   make test   install, then run the default test suite (what CI runs)
 PYTHON ?= python3
 STAMP := .make-installed
@@ -13,10 +13,13 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m pip install --upgrade-strategy only-if-needed -e ".[dev]"
 	touch $(STAMP)
 
+# The main job on the built-in demo model: export its checkpoint, quantize it (the report is
+# printed), generate from the INT8 package, and from the shipped default with no -m.
 demo: install
-	$(PYTHON) -m nanoedge export preset:tiny-random -o demo/tiny-random --overwrite
-	$(PYTHON) -m nanoedge info demo/tiny-random
-	$(PYTHON) -m nanoedge generate "a red circle on the left" -m demo/tiny-random -o demo/red-circle.png --seed 1
+	$(PYTHON) -m nanoedge export models/demo-checkpoint -o demo/pkg --output-sizes 512x512,768x768,1024x1024 --default-steps 20 --default-guidance 5 --overwrite
+	$(PYTHON) -m nanoedge quantize demo/pkg -o demo/pkg-int8 --scheme int8 --prompts models/demo-calibration-prompts.txt --overwrite
+	$(PYTHON) -m nanoedge generate "a red circle on the left" -m demo/pkg-int8 --size 512x512 -o demo/red-circle.png --seed 1
+	$(PYTHON) -m nanoedge generate "a blue square at the top" -o demo/blue-square.png --seed 1
 
 # pytest exits 5 when it collected no test: that must fail, not pass silently.
 test: install
