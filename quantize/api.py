@@ -173,7 +173,7 @@ class _Quantizer:
     def _store_meta(self) -> dict[str, Any]:
         return {
             "format": "nanoedge-trajectories-1",
-            "source": {name: self.source.files.get(rel, {}).get("sha256") for name in COMPONENTS for rel in self.source.component(name).get("files", [])},
+            "source_files_sha256": self._source_digest(),  # models, tokenizer, scheduler: all of it
             "settings": self.settings.as_dict(),
             "calibration_prompts": self.calibration_prompts,
             "eval_prompts": self.eval_prompts,

@@ -20,11 +20,9 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from nanoedge.targets import create_session, get_profile
-
 from .graphs import QuantNode, load_model, weight_axis
 from .qmath import fake_quantize_weight, scale_zero_point
-from .ranges import Ranges
+from .ranges import Ranges, analysis_session, place_after_producers, split_batch
 from .recipes import Recipe
 
 log = logging.getLogger(__name__)
@@ -157,8 +155,12 @@ def build_probe(model_path: Path, nodes: list[QuantNode], recipe: Recipe, ranges
 
     model = load_model(model_path, weights=False)
     builder = _ProbeBuilder(model, recipe, dict(ranges or {}), model_path.parent)
-    pairs = [builder.add_probe(n) for n in nodes]
-    model.graph.node.extend(builder.new_nodes)
+    pairs, added = [], {}
+    for qnode in nodes:
+        start = len(builder.new_nodes)
+        pairs.append(builder.add_probe(qnode))
+        added[qnode.name] = builder.new_nodes[start:]  # each probe next to the node it copies
+    place_after_producers(model.graph, added)
     model.graph.initializer.extend(builder.new_inits)
     del model.graph.output[:]
     for err, ref in pairs:
@@ -185,15 +187,16 @@ def rank_nodes(
         return []
     probe, pairs = build_probe(model_path, nodes, recipe, ranges)
     try:
-        session = create_session(probe, get_profile("cpu"), threads)
+        session = analysis_session(probe, threads)
         names = [name for pair in pairs for name in pair]
         errors = np.zeros(len(pairs))
         energy = np.zeros(len(pairs))
         done = 0
         for feeds in samples:
-            values = session.run(names, feeds)
-            errors += np.array([float(v) for v in values[0::2]])
-            energy += np.array([float(v) for v in values[1::2]])
+            for part in split_batch(session, feeds):
+                values = session.run(names, part)
+                errors += np.array([float(v) for v in values[0::2]])
+                energy += np.array([float(v) for v in values[1::2]])
             done += 1
             if progress is not None:
                 progress(done, total)
