@@ -59,6 +59,18 @@ class TargetProfile:
         }
 
 
+def _nvidia_options(**tensorrt_extra: str) -> dict[str, dict[str, str]]:
+    """TensorRT FP16 with persistent engine and timing caches, CUDA as the fallback."""
+    tensorrt = {
+        "trt_fp16_enable": "True",
+        "trt_engine_cache_enable": "True",
+        "trt_engine_cache_path": "{cache_dir}/tensorrt",
+        "trt_timing_cache_enable": "True",
+        **tensorrt_extra,
+    }
+    return {"TensorrtExecutionProvider": tensorrt, "CUDAExecutionProvider": {"cudnn_conv_algo_search": "HEURISTIC"}}
+
+
 _PROFILES: dict[str, TargetProfile] = {
     p.name: p
     for p in (
@@ -73,15 +85,7 @@ _PROFILES: dict[str, TargetProfile] = {
             name="cuda",
             description="NVIDIA GPU (desktop/server) through the CUDA execution provider, TensorRT when present",
             providers=("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
-            provider_options={
-                "TensorrtExecutionProvider": {
-                    "trt_fp16_enable": "True",
-                    "trt_engine_cache_enable": "True",
-                    "trt_engine_cache_path": "{cache_dir}/tensorrt",
-                    "trt_timing_cache_enable": "True",
-                },
-                "CUDAExecutionProvider": {"cudnn_conv_algo_search": "HEURISTIC"},
-            },
+            provider_options=_nvidia_options(),
             schemes=("fp32", "fp16"),
             pip_package="onnxruntime-gpu",
             cache="TensorRT engine cache (built on first run, reused after)",
@@ -91,16 +95,7 @@ _PROFILES: dict[str, TargetProfile] = {
             name="jetson",
             description="NVIDIA Jetson (Orin/Xavier) through TensorRT FP16 with an engine cache, CUDA as fallback",
             providers=("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
-            provider_options={
-                "TensorrtExecutionProvider": {
-                    "trt_fp16_enable": "True",
-                    "trt_engine_cache_enable": "True",
-                    "trt_engine_cache_path": "{cache_dir}/tensorrt",
-                    "trt_timing_cache_enable": "True",
-                    "trt_max_workspace_size": str(2 << 30),
-                },
-                "CUDAExecutionProvider": {"cudnn_conv_algo_search": "HEURISTIC"},
-            },
+            provider_options=_nvidia_options(trt_max_workspace_size=str(2 << 30)),
             needs_static_shapes=False,
             schemes=("fp32", "fp16"),
             pip_package="onnxruntime-gpu (the JetPack wheel from NVIDIA's Jetson Zoo)",
