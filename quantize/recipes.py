@@ -24,10 +24,14 @@ how it was made. Schemes:
 ``fp32``
     Leave the component as it is (for per-component choices).
 
-Weight types: the u8 x s8 integer kernels saturate on x86 CPUs without VNNI (measured: cosine
-0.961 instead of 0.998). ``weight_type="auto"`` therefore picks signed INT8 weights on CPUs
-with VNNI (AVX512-VNNI / AVX-VNNI / AMX) and on ARM, and ``reduce_range`` (7-bit weights,
-which cannot saturate) on x86 without it. The choice is recorded in the manifest.
+Weight types (``weight_type="auto"``; the choice is recorded in the manifest):
+
+- ``int8``: the u8 x s8 kernels saturate on x86 CPUs without VNNI (measured: cosine 0.961
+  instead of 0.998), so signed INT8 weights where the CPU has VNNI / AVX-VNNI / AMX or is
+  ARM, and ``reduce_range`` (7-bit weights, which cannot saturate) on x86 without it.
+  Unsigned weights ran slower than signed ones on the VNNI test machine.
+- ``dynamic``: unsigned weights: onnxruntime's ConvInteger with signed weights is several
+  times slower on both kinds of x86 CPU (see ``bench/`` and docs/quantization.md).
 """
 
 from __future__ import annotations
@@ -137,11 +141,14 @@ def recipe_for(scheme: str, weight_type: str = "auto", calibration: str = "minma
             scheme=scheme, kind="static", activation_type="uint16", op_types=ALL_OPS,
             const_weight_only=False, opset=21, calibration=calibration, qnn_compatible=True,
         )
-    safe = cpu_has_int8_dot_product()
-    if weight_type == "auto":
-        chosen, reduce = ("int8", not safe)
-    else:
+    if weight_type != "auto":
         chosen, reduce = weight_type, False
+    elif scheme == "dynamic":
+        # ConvInteger/MatMulInteger with signed weights ran the BK-SDM-Tiny UNet 3.2x slower
+        # than with unsigned ones on a VNNI CPU (2.7x on AVX2 in an earlier probe): unsigned.
+        chosen, reduce = "uint8", False
+    else:
+        chosen, reduce = "int8", not cpu_has_int8_dot_product()
     if scheme == "int8":
         base = Recipe(scheme=scheme, kind="static", activation_type="uint8", calibration=calibration)
     else:

@@ -113,7 +113,7 @@ def test_unet_graph_holds_the_scheme(quantized, scheme: str, present: set[str], 
     assert present <= ops and not absent & ops
     model = onnx.load(str(unet))
     types = {t.data_type for t in model.graph.initializer}
-    assert onnx.TensorProto.INT8 in types  # weights are stored as 8-bit integers
+    assert types & {onnx.TensorProto.INT8, onnx.TensorProto.UINT8}  # weights are stored as 8-bit integers
     if scheme == "w8a16":
         assert onnx.TensorProto.UINT16 in types  # 16-bit activation zero points
         assert next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 21

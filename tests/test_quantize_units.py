@@ -178,6 +178,8 @@ def test_recipes_record_their_choices():
     assert (int8.kind, int8.weight_type, int8.weight_symmetric, int8.activation_type) == ("static", "uint8", False, "uint8")
     assert recipe_for("w8a16").opset == 21 and recipe_for("w8a16").activation_type == "uint16"
     assert recipe_for("dynamic").kind == "dynamic" and recipe_for("weight-only").activation_type is None
+    assert (recipe_for("dynamic").weight_type, recipe_for("dynamic").weight_symmetric) == ("uint8", False)
+    assert recipe_for("dynamic", weight_type="int8").weight_type == "int8"
     assert recipe_for("int8").as_dict()["op_types"] == ["Conv", "Gemm", "MatMul"]
     with pytest.raises(InvalidRequestError):
         recipe_for("int4")
