@@ -8,7 +8,7 @@
 # FP32 trajectories are generated once. Each scheme's report lands in OUT/<scheme>.json and
 # its log in OUT/<scheme>.log; the UNet step-time table in OUT/unet_step_time.txt.
 # Knobs (environment): SIZE (512x512), STEPS (8), CAL (4 calibration prompts), EVAL (2
-# held-out prompts), ATTEMPTS (2 mixed-precision attempts), SCHEMES, ROUNDS (2).
+# held-out prompts), ATTEMPTS (2 mixed-precision attempts), SCHEMES, ROUNDS (2; 0 skips timing).
 set -uo pipefail
 SRC=${1:-/tmp/bk}
 OUT=${2:-/tmp/bkq}
@@ -30,6 +30,7 @@ for scheme in $SCHEMES; do
   grep -E "Maximum resident|Elapsed" "$OUT/$scheme.log" >&2
   [ -d "$OUT/$scheme" ] && python -m nanoedge info "$OUT/$scheme" > "$OUT/$scheme.info.txt"
 done
+[ "$ROUNDS" -gt 0 ] || exit 0
 args=("fp32=$SRC")
 for scheme in $SCHEMES; do [ -d "$OUT/$scheme" ] && args+=("$scheme=$OUT/$scheme"); done
 python "$(dirname "$0")/unet_step_time.py" "${args[@]}" --size "$SIZE" --rounds "$ROUNDS" | tee "$OUT/unet_step_time.txt"

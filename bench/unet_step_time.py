@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", dest="as_json", action="store_true")
     args = parser.parse_args(argv)
+    if args.rounds < 1 or args.runs < 1:
+        parser.error("--rounds and --runs must be at least 1")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
 
     size = parse_size(args.size)
