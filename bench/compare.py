@@ -1,0 +1,432 @@
+"""nanoedge against diffusers and optimum-onnx, side by side, each variant in its own process.
+
+    python bench/compare.py prepare --preset bk-sdm-tiny --work /tmp/compare
+    python bench/compare.py run --work /tmp/compare --out docs/benchmarks \
+        --nanoedge fp32=/tmp/bk --nanoedge int8=/tmp/bkq/int8 ... \
+        --config 512x512:25:7.5 --config 512x512:4:1 --rounds 2
+
+``prepare`` writes the preset's deterministic random weights once as a diffusers folder
+(``WORK/diffusers``, what ``StableDiffusionPipeline.from_pretrained`` loads) and exports that
+same folder with optimum's own exporter (``WORK/optimum``, what
+``ORTStableDiffusionPipeline.from_pretrained`` loads). The nanoedge packages must come from
+the same preset and seed (their manifest's provenance is checked).
+
+``run`` measures every variant for every config in rounds: round 1 runs A B C ... in turn,
+round 2 runs A B C ... again, so background load on a shared machine spreads over all of
+them. Each measurement is a fresh process (``bench/compare_worker.py``) that loads the model
+and generates ``--images`` images from the same initial latents; the parent records cold start
+(spawn -> first image written in memory), each image's time, and the process's peak RSS
+(``os.wait4``). It then writes JSON, a markdown table with ratios against the diffusers
+baseline and against optimum, and a PNG chart. ``--scaling`` adds time and peak-RSS curves
+against resolution and steps for chosen variants.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from compare_report import (  # noqa: E402
+    Config,
+    bar_chart,
+    line_chart,
+    load_average,
+    machine_description,
+    parse_config,
+    psnr,
+    render_table,
+    summarize,
+    targets_check,
+    tree_bytes,
+)
+
+
+log = logging.getLogger("bench.compare")
+HEAVY_LOCK = "/tmp/nanoedge-heavy.lock"
+
+
+# -- prepare ---------------------------------------------------------------------------------
+def prepare(preset: str, seed: int, work: Path, skip_optimum: bool = False) -> None:
+    work.mkdir(parents=True, exist_ok=True)
+    ckpt = work / "diffusers"
+    if not (ckpt / "model_index.json").exists():
+        from nanoedge.export.source import load_source, save_checkpoint
+
+        started = time.perf_counter()
+        model = load_source(f"preset:{preset}", seed)
+        save_checkpoint(model, ckpt)
+        (ckpt / "compare_source.json").write_text(json.dumps({"preset": preset, "seed": seed}))
+        log.info("diffusers checkpoint written to %s in %.1f s", ckpt, time.perf_counter() - started)
+    else:
+        log.info("diffusers checkpoint already at %s", ckpt)
+    onnx_dir = work / "optimum"
+    if skip_optimum or (onnx_dir / "model_index.json").exists():
+        log.info("optimum export %s", "skipped" if skip_optimum else f"already at {onnx_dir}")
+        return
+    from optimum.exporters.onnx import main_export
+
+    started = time.perf_counter()
+    # optimum's own exporter, as a user runs it (optimum-cli export onnx --task text-to-image);
+    # validation is skipped (it re-runs every model in PyTorch): the run's PSNR column checks the images
+    main_export(str(ckpt), output=str(onnx_dir), task="text-to-image", do_validation=False)
+    log.info("optimum export written to %s in %.1f s", onnx_dir, time.perf_counter() - started)
+    (onnx_dir / "compare_export.json").write_text(json.dumps({"source": str(ckpt), "seconds": round(time.perf_counter() - started, 1)}))
+
+
+# -- run -------------------------------------------------------------------------------------
+def parse_variant(text: str, kind: str) -> tuple[str, str, str]:
+    label, sep, path = text.partition("=")
+    if not sep or not label or not path:
+        raise ValueError(f"expected LABEL=PATH, got {text!r}")
+    return label, kind, path
+
+
+def check_provenance(package: str, work: Path) -> str | None:
+    """Why ``package`` is not built from the same preset/seed as WORK's checkpoint (None = fine)."""
+    source_file = work / "diffusers" / "compare_source.json"
+    if not source_file.exists():
+        return f"{source_file} is missing: run `bench/compare.py prepare` first"
+    want = json.loads(source_file.read_text())
+    manifest = json.loads((Path(package) / "nanoedge.json").read_text())
+    got = (manifest.get("provenance") or {}).get("source") or {}
+    if got.get("kind") != "preset" or got.get("name") != want["preset"] or int(got.get("seed", -1)) != int(want["seed"]):
+        return f"{package} was exported from {got}, not preset:{want['preset']} seed {want['seed']}"
+    return None
+
+
+def model_bytes(kind: str, path: str) -> int:
+    if kind == "nanoedge":
+        manifest = json.loads((Path(path) / "nanoedge.json").read_text())
+        return sum(int(f["bytes"]) for f in manifest["files"].values())
+    return tree_bytes(path, exclude={"compare_source.json", "compare_export.json"})
+
+
+def latents_for(config: Config, work: Path, seed: int) -> Path:
+    folder = work / "latents"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{config.width}x{config.height}-seed{seed}.npy"
+    if not path.exists():
+        rng = np.random.default_rng(seed)
+        np.save(path, rng.standard_normal((1, 4, config.height // 8, config.width // 8), dtype=np.float32))
+    return path
+
+
+def run_one(label: str, kind: str, path: str, config: Config, round_index: int, args, phase: str) -> dict:
+    work: Path = args.work
+    image_dir = work / "images" / config.key
+    image_dir.mkdir(parents=True, exist_ok=True)
+    image = image_dir / f"{label}-r{round_index}.png"
+    record_file = work / "records" / f"{config.key}-{label}-r{round_index}.json"
+    record_file.parent.mkdir(parents=True, exist_ok=True)
+    for stale in (image, record_file):
+        stale.unlink(missing_ok=True)
+    cmd = [sys.executable, str(HERE / "compare_worker.py"), kind, path, "--size", config.size, "--steps", str(config.steps),
+           "--guidance", f"{config.guidance:g}", "--latents", str(latents_for(config, work, args.seed)),
+           "--images", str(args.images), "--image", str(image), "--json", str(record_file)]
+    load_before = load_average()
+    log_file = work / "logs" / f"{config.key}-{label}-r{round_index}.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "w") as log_handle:
+        started = time.time()
+        proc = subprocess.Popen(cmd + ["--started", repr(started)], stdout=log_handle, stderr=subprocess.STDOUT, env=os.environ.copy())
+        deadline = started + args.timeout
+        status, usage = 0, None
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.time() > deadline:
+                proc.kill()
+                _, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.05)
+        ended = time.time()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    run = {"phase": phase, "config": config.key, "size": config.size, "steps": config.steps, "guidance": config.guidance,
+           "variant": label, "kind": kind, "path": path, "round": round_index, "command": " ".join(cmd),
+           "wall_s": round(ended - started, 3),
+           "cpu_s": round(usage.ru_utime + usage.ru_stime, 2), "loadavg_before": load_before, "loadavg_after": load_average(),
+           "model_bytes": model_bytes(kind, path), "image": str(image.relative_to(work)), "ok": False}
+    if proc.returncode != 0 or not record_file.exists():
+        tail = log_file.read_text()[-1500:] if log_file.exists() else ""
+        run["error"] = f"exit {proc.returncode}{' (timed out)' if ended > deadline else ''}: {tail}"
+        return run
+    record = json.loads(record_file.read_text())
+    first, rest = record["image_s"][0], record["image_s"][1:]
+    run.update({
+        "ok": True,
+        "peak_rss_mib": round(record["peak_rss_mib"], 1),
+        "cold_start_s": round(record["image_done"][0] - started, 3),
+        "load_s": round(record["loaded"] - record["process_t0"], 3),
+        "first_image_s": round(first, 3),
+        # the time of an image once loaded: later images when there are any, else the first
+        "image_s": [round(v, 3) for v in (rest or [first])],
+        "image_s_is_first_image": not rest,
+        "info": record.get("info", {}),
+        "cpu_utilization": round(usage.ru_utime + usage.ru_stime, 2) / max(ended - started, 1e-9),
+    })
+    return run
+
+
+def build_plan(args) -> list[tuple[str, Config, int, tuple[str, str, str]]]:
+    plan = []
+    for round_index in range(1, args.rounds + 1):
+        for config in args.config:
+            for variant in args.variants:
+                plan.append(("main", config, round_index, variant))
+    scaling_variants = [v for v in args.variants if v[0] in args.scaling_variants]
+    for round_index in range(1, args.scaling_rounds + 1):
+        for config in args.scaling:
+            for variant in scaling_variants:
+                plan.append(("scaling", config, round_index, variant))
+    return plan
+
+
+def run_all(args) -> None:
+    work: Path = args.work
+    if not args.skip_provenance_check:
+        for label, kind, path in args.variants:
+            if kind == "nanoedge":
+                problem = check_provenance(path, work)
+                if problem:
+                    raise SystemExit(f"{label}: {problem} (--skip-provenance-check to run anyway)")
+    runs_file = work / "runs.jsonl"
+    if not args.resume:
+        runs_file.unlink(missing_ok=True)
+    done = set()
+    if runs_file.exists():
+        for line in runs_file.read_text().splitlines():
+            r = json.loads(line)
+            done.add((r["phase"], r["config"], r["round"], r["variant"]))
+    plan = build_plan(args)
+    meta = {"argv": sys.argv, "command": "python " + " ".join(sys.argv), "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "machine": machine_description(), "seed": args.seed, "images_per_process": args.images,
+            "variants": [{"label": label, "kind": kind, "path": path} for label, kind, path in args.variants],
+            "configs": [c.key for c in args.config], "scaling": [c.key for c in args.scaling], "rounds": args.rounds,
+            "scaling_rounds": args.scaling_rounds, "scaling_variants": args.scaling_variants}
+    (work / "meta.json").write_text(json.dumps(meta, indent=2))
+    for index, (phase, config, round_index, (label, kind, path)) in enumerate(plan, 1):
+        if (phase, config.key, round_index, label) in done:
+            continue
+        log.info("[%d/%d] %s %s round %d: %s", index, len(plan), phase, config.key, round_index, label)
+        run = run_one(label, kind, path, config, round_index, args, phase)
+        if run["ok"]:
+            log.info("    cold start %.1f s, image %s s, peak RSS %.0f MiB, CPU %.2f cores, load %s",
+                     run["cold_start_s"], run["image_s"], run["peak_rss_mib"], run["cpu_utilization"], run["loadavg_after"])
+        else:
+            log.warning("    FAILED: %s", run["error"][-400:])
+        with open(runs_file, "a") as handle:
+            handle.write(json.dumps(run) + "\n")
+    meta["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    (work / "meta.json").write_text(json.dumps(meta, indent=2))
+
+
+# -- report ----------------------------------------------------------------------------------
+def add_psnr(runs: list[dict], work: Path, baseline: str) -> None:
+    from PIL import Image
+
+    reference: dict[str, Path] = {}
+    for r in sorted(runs, key=lambda r: r["round"]):
+        if r["ok"] and r["variant"] == baseline and r["config"] not in reference:
+            reference[r["config"]] = work / r["image"]
+    for r in runs:
+        ref = reference.get(r["config"])
+        if r["ok"] and ref is not None and (work / r["image"]).exists():
+            with Image.open(ref) as a, Image.open(work / r["image"]) as b:
+                r["psnr_vs_diffusers"] = round(psnr(a.convert("RGB"), b.convert("RGB")), 2)
+
+
+def report(work: Path, out: Path, baseline: str = "diffusers", second: str = "optimum", int8_label: str = "int8",
+           copy_images: bool = True) -> dict:
+    meta = json.loads((work / "meta.json").read_text())
+    runs = [json.loads(line) for line in (work / "runs.jsonl").read_text().splitlines() if line.strip()]
+    add_psnr(runs, work, baseline)
+    order = [v["label"] for v in meta["variants"]]
+    configs = {}
+    for r in runs:
+        configs.setdefault(r["config"], Config(int(r["size"].split("x")[0]), int(r["size"].split("x")[1]), int(r["steps"]), float(r["guidance"])))
+    main_runs = [r for r in runs if r["phase"] == "main"]
+    summary = summarize(main_runs)
+    scaling_summary = summarize(runs)  # scaling curves use every run of their variants (main configs included)
+    loads = [v for r in runs for v in (r["loadavg_before"][:1] + r["loadavg_after"][:1])]
+    result = {"meta": meta, "summary": summary, "targets": {}, "load_average_1min": {"min": min(loads, default=None), "max": max(loads, default=None),
+              "median": float(np.median(loads)) if loads else None}, "runs": runs}
+    out.mkdir(parents=True, exist_ok=True)
+    md = [f"# Side-by-side benchmark: diffusers vs optimum-onnx vs nanoedge ({meta['started_utc']})", "",
+          f"Command: `{meta['command']}`", "",
+          f"Machine: {meta['machine'].get('cpu_model')}, {meta['machine'].get('logical_cpus')} logical CPUs, "
+          f"{meta['machine'].get('ram_gib')} GiB RAM; 1-min load average during the run "
+          f"{result['load_average_1min']['min']}–{result['load_average_1min']['max']} (median {result['load_average_1min']['median']}).", "",
+          "Versions: " + ", ".join(f"{k} {v}" for k, v in meta["machine"].get("versions", {}).items()), "",
+          f"Rounds: {meta['rounds']} (variants interleaved A B C ... per round, each run a fresh process), "
+          f"{meta['images_per_process']} image(s) per process. Image time = "
+          + ("generation time of the images after the first in each process." if meta["images_per_process"] > 1 else
+             "generation time of the process's one image (model already loaded; includes first-run warm-up).") , ""]
+    charts = []
+    for key in meta["configs"]:
+        if key not in summary:
+            continue
+        config = configs[key]
+        md += [f"## {config.title}", "", render_table(config, summary[key], order, baseline, second if second in summary[key] else None), ""]
+        checks = targets_check(summary[key], int8_label, baseline, second) if int8_label in summary[key] else []
+        result["targets"][key] = checks
+        for c in checks:
+            value = "—" if c["value"] is None else f"{c['value']:.2f}"
+            md.append(f"- target {c['target']}: measured {value} (goal {c['goal']}) → {'met' if c['met'] else 'MISSED' if c['met'] is not None else 'not measured'}")
+        md.append("")
+        panels = [
+            {"title": "image time, median (min–max)", "unit": "s", "bars": [(l, summary[key][l]["image_s"]["median"], summary[key][l]["image_s"]["min"], summary[key][l]["image_s"]["max"]) for l in order if l in summary[key]]},
+            {"title": "peak RSS of the process, median (min–max)", "unit": "MiB", "bars": [(l, summary[key][l]["peak_rss_mib"]["median"], summary[key][l]["peak_rss_mib"]["min"], summary[key][l]["peak_rss_mib"]["max"]) for l in order if l in summary[key]]},
+            {"title": "cold start: process start -> first image", "unit": "s", "bars": [(l, summary[key][l]["cold_start_s"]["median"], summary[key][l]["cold_start_s"]["min"], summary[key][l]["cold_start_s"]["max"]) for l in order if l in summary[key]]},
+        ]
+        chart = out / f"compare-{key}.png"
+        bar_chart(panels, chart, f"bk-sdm-tiny {config.title}")
+        charts.append(chart.name)
+        md += [f"![{config.title}]({chart.name})", ""]
+    # scaling curves: series over size at fixed (steps, guidance), and over steps at fixed (size, guidance)
+    scaling_variants = meta.get("scaling_variants") or []
+    if meta.get("scaling") and scaling_variants:
+        md += ["## Scaling curves", "", f"Variants {', '.join(scaling_variants)}; {meta['scaling_rounds']} round(s) for the extra points, "
+               "the main table's points included.", ""]
+        keys = [k for k in scaling_summary if any(v in scaling_summary[k] for v in scaling_variants)]
+        by_res: dict[tuple, list[Config]] = {}
+        by_steps: dict[tuple, list[Config]] = {}
+        for k in keys:
+            c = configs[k]
+            by_res.setdefault((c.steps, c.guidance), []).append(c)
+            by_steps.setdefault((c.size, c.guidance), []).append(c)
+        panels = []
+        rows = ["| curve | point | " + " | ".join(f"{v} image s | {v} peak RSS MiB" for v in scaling_variants) + " |",
+                "|---|---|" + "---:|---:|" * len(scaling_variants)]
+        def add_curve(name: str, xlabel: str, cs: list[Config], xof) -> None:
+            cs = sorted(cs, key=xof)
+            time_series, rss_series = {}, {}
+            for v in scaling_variants:
+                time_series[v] = [(xof(c), (scaling_summary[c.key].get(v) or {}).get("image_s", {}).get("median")) for c in cs]
+                rss_series[v] = [(xof(c), (scaling_summary[c.key].get(v) or {}).get("peak_rss_mib", {}).get("median")) for c in cs]
+            panels.append({"title": f"image time vs {xlabel} ({name})", "xlabel": xlabel, "unit": "s", "series": time_series})
+            panels.append({"title": f"peak RSS vs {xlabel} ({name})", "xlabel": xlabel, "unit": "MiB", "series": rss_series})
+            for c in cs:
+                cells = []
+                for v in scaling_variants:
+                    s = scaling_summary[c.key].get(v) or {}
+                    cells += [f"{s['image_s']['median']:.2f}" if s and s["image_s"]["n"] else "—",
+                              f"{s['peak_rss_mib']['median']:.0f}" if s and s["peak_rss_mib"]["n"] else "—"]
+                rows.append(f"| {xlabel} ({name}) | {xof(c):g} | " + " | ".join(cells) + " |")
+        for (steps, guidance), cs in sorted(by_res.items()):
+            if len({c.size for c in cs}) > 1:
+                add_curve(f"{steps} steps, g{guidance:g}", "resolution", cs, lambda c: c.width)
+        for (size, guidance), cs in sorted(by_steps.items()):
+            if len({c.steps for c in cs}) > 1:
+                add_curve(f"{size}, g{guidance:g}", "steps", cs, lambda c: c.steps)
+        md += rows + [""]
+        if panels:
+            for i in range(0, len(panels), 4):
+                chart = out / f"scaling-{i // 4 + 1}.png"
+                line_chart(panels[i : i + 4], chart, "bk-sdm-tiny scaling: " + ", ".join(scaling_variants))
+                charts.append(chart.name)
+                md += [f"![scaling]({chart.name})", ""]
+        result["scaling"] = {k: {v: scaling_summary[k][v] for v in scaling_variants if v in scaling_summary[k]} for k in keys}
+    failed = [r for r in runs if not r["ok"]]
+    if failed:
+        md += ["## Failed runs", ""] + [f"- {r['config']} {r['variant']} round {r['round']}: {r['error'][:300]!r}" for r in failed] + [""]
+    md += ["## Per-run records", "", "| phase | config | round | variant | cold start s | image s | peak RSS MiB | CPU cores used | load before→after |",
+           "|---|---|---:|---|---:|---:|---:|---:|---|"]
+    for r in runs:
+        if r["ok"]:
+            md.append(f"| {r['phase']} | {r['config']} | {r['round']} | {r['variant']} | {r['cold_start_s']:.1f} | {', '.join(f'{v:.1f}' for v in r['image_s'])} | "
+                      f"{r['peak_rss_mib']:.0f} | {r['cpu_utilization']:.2f} | {r['loadavg_before'][0]}→{r['loadavg_after'][0]} |")
+    if copy_images:
+        from PIL import Image
+
+        for key in meta["configs"]:
+            tiles = [(r["variant"], work / r["image"]) for r in runs if r["ok"] and r["config"] == key and r["round"] == 1]
+            if tiles:
+                thumbs = [Image.open(p).convert("RGB").resize((160, 160)) for _, p in tiles]
+                sheet = Image.new("RGB", (160 * len(thumbs), 160), "white")
+                for i, t in enumerate(thumbs):
+                    sheet.paste(t, (160 * i, 0))
+                sheet.save(out / f"images-{key}.png")
+                md += ["", f"Images of round 1, {key} ({', '.join(l for l, _ in tiles)}; random-weight model, so noise-like): ![images](images-{key}.png)"]
+    result["charts"] = charts
+    (out / "compare.json").write_text(json.dumps(result, indent=2, default=str))
+    (out / "compare.md").write_text("\n".join(md) + "\n")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("prepare", help="write the diffusers checkpoint and the optimum export")
+    p.add_argument("--preset", default="bk-sdm-tiny")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--work", type=Path, required=True)
+    p.add_argument("--skip-optimum", action="store_true")
+    r = sub.add_parser("run", help="measure every variant, interleaved, then write the report")
+    r.add_argument("--work", type=Path, required=True, help="the folder `prepare` wrote; runs, images and logs go here too")
+    r.add_argument("--out", type=Path, required=True, help="where compare.json, compare.md and the charts go")
+    r.add_argument("--nanoedge", action="append", default=[], metavar="LABEL=PACKAGE")
+    r.add_argument("--no-diffusers", action="store_true")
+    r.add_argument("--no-optimum", action="store_true")
+    r.add_argument("--config", action="append", type=parse_config, default=[], metavar="WxH:STEPS:GUIDANCE")
+    r.add_argument("--rounds", type=int, default=2)
+    r.add_argument("--images", type=int, default=1, help="images per process (>1: the first is warm-up, the rest are timed)")
+    r.add_argument("--scaling", action="append", type=parse_config, default=[], metavar="WxH:STEPS:GUIDANCE",
+                   help="extra configs for the scaling curves (only --scaling-variants run them)")
+    r.add_argument("--scaling-variants", default="diffusers,int8")
+    r.add_argument("--scaling-rounds", type=int, default=1)
+    r.add_argument("--int8-label", default="int8", help="the variant the issue's targets are checked for")
+    r.add_argument("--seed", type=int, default=0, help="seed of the shared initial latents")
+    r.add_argument("--timeout", type=float, default=1800, help="seconds before one run is killed")
+    r.add_argument("--resume", action="store_true", help="keep WORK/runs.jsonl and skip runs already recorded")
+    r.add_argument("--skip-provenance-check", action="store_true")
+    rep = sub.add_parser("report", help="rewrite the report from WORK/runs.jsonl")
+    rep.add_argument("--work", type=Path, required=True)
+    rep.add_argument("--out", type=Path, required=True)
+    rep.add_argument("--int8-label", default="int8")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    if args.command == "prepare":
+        prepare(args.preset, args.seed, args.work, args.skip_optimum)
+        return 0
+    if args.command == "report":
+        report(args.work, args.out, int8_label=args.int8_label)
+        return 0
+    if args.rounds < 1 or args.images < 1 or args.scaling_rounds < 0:
+        parser.error("--rounds and --images must be at least 1, --scaling-rounds at least 0")
+    if not args.config:
+        args.config = [parse_config("512x512:25:7.5"), parse_config("512x512:4:1")]
+    variants = []
+    if not args.no_diffusers:
+        variants.append(("diffusers", "diffusers", str(args.work / "diffusers")))
+    if not args.no_optimum:
+        variants.append(("optimum", "optimum", str(args.work / "optimum")))
+    try:
+        variants += [parse_variant(item, "nanoedge") for item in args.nanoedge]
+    except ValueError as exc:
+        parser.error(str(exc))
+    labels = [v[0] for v in variants]
+    if len(set(labels)) != len(labels):
+        parser.error(f"variant labels must be unique: {labels}")
+    args.variants = variants
+    args.scaling_variants = [v for v in args.scaling_variants.split(",") if v]
+    run_all(args)
+    report(args.work, args.out, int8_label=args.int8_label)
+    log.info("report written to %s", args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
