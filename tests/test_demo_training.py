@@ -46,3 +46,70 @@ def test_learning_rate_warms_up_then_decays_to_a_tenth():
     assert _lr_factor(0, 1000, 100) == pytest.approx(0.01)
     assert _lr_factor(99, 1000, 100) == pytest.approx(1.0)
     assert _lr_factor(1000, 1000, 100) == pytest.approx(0.1)
+
+
+def test_v_prediction_target_matches_diffusers_velocity():
+    from diffusers import DDPMScheduler
+
+    from nanoedge.export.training.configs import scheduler_config
+    from nanoedge.export.training.train import training_target
+
+    schedule = DDPMScheduler.from_config(scheduler_config("v_prediction", True, "trailing"))
+    g = torch.Generator().manual_seed(0)
+    z0, noise = torch.randn(4, 4, 16, 16, generator=g), torch.randn(4, 4, 16, 16, generator=g)
+    t = torch.tensor([0, 300, 800, 999])
+    a = schedule.alphas_cumprod[t].float().view(-1, 1, 1, 1)
+    assert torch.allclose(training_target(z0, noise, a, "v_prediction"), schedule.get_velocity(z0, noise, t), atol=1e-6)
+    assert torch.equal(training_target(z0, noise, a, "epsilon"), noise)
+    # at the pure-noise step v is -z0: the model must draw the whole layout from the prompt
+    assert torch.allclose(training_target(z0, noise, a, "v_prediction")[3], -z0[3], atol=1e-6)
+
+
+def test_zero_terminal_snr_schedule_ends_in_pure_noise_and_the_runtime_samples_it_like_diffusers():
+    from diffusers import DDIMScheduler as TorchDDIM
+
+    from nanoedge.export.training.configs import SCHEDULER_CONFIG, scheduler_config
+    from nanoedge.runtime.schedulers import make_scheduler
+
+    config = scheduler_config("v_prediction", True, "trailing")
+    assert SCHEDULER_CONFIG["prediction_type"] == "epsilon" and "rescale_betas_zero_snr" not in SCHEDULER_CONFIG
+    reference = TorchDDIM.from_config(config)
+    assert float(reference.alphas_cumprod[-1]) == pytest.approx(0.0, abs=1e-12)
+    assert float(TorchDDIM.from_config(SCHEDULER_CONFIG).alphas_cumprod[-1]) > 0.004  # SD's schedule leaks the image
+    ours = make_scheduler(None, config)
+    reference.set_timesteps(20)
+    ours.set_timesteps(20)
+    assert list(ours.timesteps) == [int(t) for t in reference.timesteps] and int(ours.timesteps[0]) == 999
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 4, 16, 16)).astype(np.float32)
+    for t in ours.timesteps[:3]:
+        out = rng.standard_normal(x.shape).astype(np.float32)
+        expected = reference.step(torch.from_numpy(out), int(t), torch.from_numpy(x)).prev_sample.numpy()
+        x_ours = ours.step(out, t, x)
+        assert np.allclose(x_ours, expected, atol=1e-5)
+        x = expected
+    with pytest.raises(ValueError):
+        scheduler_config("sample")
+
+
+def test_loss_weights_cap_easy_steps_and_keep_the_pure_noise_step():
+    from nanoedge.export.training.train import loss_weights
+
+    snr = torch.tensor([0.0, 0.5, 4.0, 100.0])
+    v = loss_weights(snr, 5.0, "v_prediction")
+    assert torch.allclose(v, torch.tensor([1.0, 1.0, 1.0, 5.0 / 101.0]))
+    eps = loss_weights(snr[1:], 5.0, "epsilon")
+    assert torch.allclose(eps, torch.tensor([1.0, 1.0, 0.05]))
+    assert torch.equal(loss_weights(snr, 0.0, "v_prediction"), torch.ones(4))
+
+
+def test_training_command_line_sets_boolean_and_schedule_options():
+    from nanoedge.export.training.__main__ import parse_args
+    from nanoedge.export.training.train import TrainConfig
+
+    _, default = parse_args(["-o", "x"])
+    assert default == TrainConfig()
+    _, on = parse_args(["-o", "x", "--zero-terminal-snr", "--prediction-type", "v_prediction", "--unet-steps", "7"])
+    assert on.zero_terminal_snr is True and on.prediction_type == "v_prediction" and on.unet_steps == 7
+    _, off = parse_args(["-o", "x", "--no-zero-terminal-snr"])
+    assert off.zero_terminal_snr is False

@@ -14,16 +14,26 @@ import sys
 from .train import TrainConfig, train_demo
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, TrainConfig]:
+    """The command line and the TrainConfig it asks for (booleans take --flag / --no-flag)."""
     parser = argparse.ArgumentParser(prog="python -m nanoedge.export.training", description=__doc__.splitlines()[0])
     parser.add_argument("-o", "--output", required=True, help="checkpoint folder to write (diffusers layout)")
     parser.add_argument("--no-previews", action="store_true", help="skip the judged preview strips written beside OUTPUT")
     parser.add_argument("--vae-only", action="store_true", help="stop after stage 1 and write OUTPUT/vae")
     parser.add_argument("--vae-from", default=None, help="reuse the VAE a --vae-only run wrote to this folder (same result as one run)")
     for f in dataclasses.fields(TrainConfig):
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
+        flag = f"--{f.name.replace('_', '-')}"
+        if isinstance(f.default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+        else:
+            parser.add_argument(flag, type=type(f.default), default=f.default)
     args = parser.parse_args(argv)
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    return args, cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, cfg = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
 
     def report(stage: str, info: dict) -> None:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from nanoedge.runtime.demo.judge import judge_image
 from nanoedge.runtime.demo.world import evaluation_prompts
 
-from .configs import SCHEDULER_CONFIG, TEXT_MAX_LENGTH, UNET_CONFIG, VAE_CONFIG, text_encoder_config
+from .configs import TEXT_MAX_LENGTH, UNET_CONFIG, VAE_CONFIG, scheduler_config, text_encoder_config
 from .data import SceneSet, draw_captions, render_scene_set
 from .tokenizer import BOS, EOS, PAD, build_tokenizer, save_tokenizer
 
@@ -50,6 +50,9 @@ class TrainConfig:
     ema_decay: float = 0.998
     caption_dropout: float = 0.1
     min_snr_gamma: float = 5.0
+    prediction_type: str = "epsilon"
+    zero_terminal_snr: bool = False
+    timestep_spacing: str = "leading"
     preview_every: int = 400
     preview_steps: int = 20
     preview_guidance: float = 5.0
@@ -164,12 +167,14 @@ def _token_ids(tokenizer, texts: list[str]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sample_images(text_encoder, unet, vae, tokenizer, prompts: list[str], seed: int, steps: int, guidance: float, scaling: float) -> list:
+def sample_images(
+    text_encoder, unet, vae, tokenizer, prompts: list[str], seed: int, steps: int, guidance: float, scaling: float, schedule: dict[str, Any]
+) -> list:
     """DDIM + classifier-free guidance in torch, for previews while training."""
     from diffusers import DDIMScheduler
     from PIL import Image
 
-    scheduler = DDIMScheduler.from_config(SCHEDULER_CONFIG)
+    scheduler = DDIMScheduler.from_config(schedule)
     scheduler.set_timesteps(steps)
     cond = text_encoder(_token_ids(tokenizer, prompts))[0]
     uncond = text_encoder(_token_ids(tokenizer, [""] * len(prompts)))[0]
@@ -190,7 +195,7 @@ def _preview(text_encoder, unet, vae, tokenizer, cfg: TrainConfig, scaling: floa
     from PIL import Image
 
     prompts = evaluation_prompts()
-    images = sample_images(text_encoder, unet, vae, tokenizer, [p.prompt for p in prompts], cfg.seed, cfg.preview_steps, cfg.preview_guidance, scaling)
+    images = sample_images(text_encoder, unet, vae, tokenizer, [p.prompt for p in prompts], cfg.seed, cfg.preview_steps, cfg.preview_guidance, scaling, _schedule(cfg))
     scores: dict[str, list[bool]] = {}
     for p, image in zip(prompts, images):
         for attribute, ok in judge_image(image, p.prompt).correct.items():
@@ -202,8 +207,34 @@ def _preview(text_encoder, unet, vae, tokenizer, cfg: TrainConfig, scaling: floa
     return {k: round(float(np.mean(v)), 3) for k, v in sorted(scores.items())}
 
 
+def _schedule(cfg: TrainConfig) -> dict[str, Any]:
+    return scheduler_config(cfg.prediction_type, cfg.zero_terminal_snr, cfg.timestep_spacing)
+
+
+def loss_weights(snr: torch.Tensor, gamma: float, prediction_type: str) -> torch.Tensor:
+    """Per-sample weights of the MSE on the model's target (min-SNR-gamma style).
+
+    Epsilon: min(snr, gamma) / snr (Hang et al.). V-prediction: the v error is the x0 error
+    times (snr + 1), so min(snr + 1, gamma) / (snr + 1) caps the easy low-noise steps the same
+    way but keeps weight 1 at the pure-noise end (the usual min(snr, gamma) / (snr + 1) would
+    give it 0, which is exactly where the layout has to come from the prompt). gamma <= 0: 1.
+    """
+    if gamma <= 0:
+        return torch.ones_like(snr)
+    if prediction_type == "v_prediction":
+        return torch.clamp(snr + 1, max=gamma) / (snr + 1)
+    return torch.clamp(snr, max=gamma) / snr
+
+
+def training_target(z0: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor, prediction_type: str) -> torch.Tensor:
+    """What the UNet learns to output for ``sqrt(a) z0 + sqrt(1 - a) noise``: the noise, or v."""
+    if prediction_type == "v_prediction":
+        return alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * z0
+    return noise
+
+
 def train_diffusion(data: SceneSet, latents: torch.Tensor, vae, tokenizer, cfg: TrainConfig, report: Report, preview_dir: Path | None):
-    """Stage 2: text encoder + UNet, epsilon prediction on SD's scaled-linear schedule."""
+    """Stage 2: text encoder + UNet on SD's scaled-linear schedule (epsilon or v-prediction)."""
     from diffusers import DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -211,7 +242,7 @@ def train_diffusion(data: SceneSet, latents: torch.Tensor, vae, tokenizer, cfg: 
     vocab = tokenizer.get_vocab()
     text_encoder = CLIPTextModel(CLIPTextConfig(**text_encoder_config(len(vocab), vocab[BOS], vocab[EOS], vocab[PAD])))
     unet = UNet2DConditionModel(**UNET_CONFIG)
-    noise_schedule = DDPMScheduler.from_config(SCHEDULER_CONFIG)
+    noise_schedule = DDPMScheduler.from_config(_schedule(cfg))
     alphas = noise_schedule.alphas_cumprod.float()
     scaling = float(vae.config.scaling_factor)
     params = [p for p in list(unet.parameters()) + list(text_encoder.parameters()) if p.requires_grad]
@@ -234,9 +265,9 @@ def train_diffusion(data: SceneSet, latents: torch.Tensor, vae, tokenizer, cfg: 
         a = alphas[t].view(-1, 1, 1, 1)
         noisy = a.sqrt() * z0 + (1 - a).sqrt() * noise
         pred = unet(noisy, t, text_encoder(ids)[0]).sample
-        snr = alphas[t] / (1 - alphas[t])
-        weight = torch.clamp(snr, max=cfg.min_snr_gamma) / snr
-        loss = (weight * F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))).mean()
+        target = training_target(z0, noise, a, cfg.prediction_type)
+        weight = loss_weights(alphas[t] / (1 - alphas[t]), cfg.min_snr_gamma, cfg.prediction_type)
+        loss = (weight * F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -261,7 +292,7 @@ def train_diffusion(data: SceneSet, latents: torch.Tensor, vae, tokenizer, cfg: 
     return text_encoder.eval(), unet.eval(), previews
 
 
-def save_demo_checkpoint(folder: Path, text_encoder, unet, vae, tokenizer, extra: dict[str, Any]) -> Path:
+def save_demo_checkpoint(folder: Path, text_encoder, unet, vae, tokenizer, extra: dict[str, Any], schedule: dict[str, Any]) -> Path:
     """Write a diffusers pipeline folder (safetensors) that ``nanoedge export`` reads."""
     folder.mkdir(parents=True, exist_ok=True)
     text_encoder.save_pretrained(folder / "text_encoder")
@@ -269,10 +300,10 @@ def save_demo_checkpoint(folder: Path, text_encoder, unet, vae, tokenizer, extra
     vae.save_pretrained(folder / "vae")
     save_tokenizer(tokenizer, folder / "tokenizer", TEXT_MAX_LENGTH)
     (folder / "scheduler").mkdir(exist_ok=True)
-    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(SCHEDULER_CONFIG, indent=2) + "\n")
+    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(schedule, indent=2) + "\n")
     index = {
         "_class_name": "StableDiffusionPipeline",
-        "scheduler": ["diffusers", SCHEDULER_CONFIG["_class_name"]],
+        "scheduler": ["diffusers", schedule["_class_name"]],
         "text_encoder": ["transformers", "CLIPTextModel"],
         "tokenizer": ["transformers", "PreTrainedTokenizerFast"],
         "unet": ["diffusers", "UNet2DConditionModel"],
@@ -301,6 +332,8 @@ def train_demo(
     (``DIR/vae``) instead of training it.
     """
     cfg = cfg or TrainConfig()
+    if cfg.zero_terminal_snr and cfg.prediction_type == "epsilon":
+        raise ValueError("zero terminal SNR needs v-prediction: epsilon is undefined at the pure-noise step")
     report = report or (lambda stage, info: log.info("%s %s", stage, info))
     output = Path(output)
     torch.set_num_threads(cfg.threads)
@@ -312,8 +345,12 @@ def train_demo(
         from diffusers import AutoencoderKL
 
         vae = AutoencoderKL.from_pretrained(Path(vae_from) / "vae").eval()
-        previous = json.loads((Path(vae_from) / "vae-training.json").read_text())
-        vae_seconds = float(previous["seconds"])
+        # A --vae-only folder records its time in vae-training.json; a full checkpoint in training.json.
+        record = Path(vae_from) / "vae-training.json"
+        if record.exists():
+            vae_seconds = float(json.loads(record.read_text())["seconds"])
+        else:
+            vae_seconds = float(json.loads((Path(vae_from) / "training.json").read_text())["seconds"]["vae"])
     else:
         vae = train_vae(data, cfg, report)
         vae_seconds = time.perf_counter() - vae_started
@@ -345,6 +382,6 @@ def train_demo(
         "previews": {str(k): v for k, v in scores.items()},
         "torch": torch.__version__,
     }
-    save_demo_checkpoint(output, text_encoder, unet, vae, tokenizer, extra)
+    save_demo_checkpoint(output, text_encoder, unet, vae, tokenizer, extra, _schedule(cfg))
     report("done", {"output": str(output), "seconds": total})
     return output
