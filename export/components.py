@@ -86,10 +86,14 @@ def component_specs(model, seed: int = 0) -> list[ComponentSpec]:
         states = torch.randn(batch, seq, cross_dim, generator=g)
         return sample, timestep.to(torch.float32), states
 
-    def vae_inputs(batch: int, h: int, w: int):
-        return (torch.randn(batch, int(model.vae.config.latent_channels), h, w, generator=generator()),)
+    decoder_vae = model.decoder_vae  # the model's own VAE, or a --vae-decoder replacement (TAESD)
 
-    decoder_params = _count(model.vae.decoder) + _count(model.vae.post_quant_conv) if getattr(model.vae, "post_quant_conv", None) is not None else _count(model.vae.decoder)
+    def vae_inputs(batch: int, h: int, w: int):
+        return (torch.randn(batch, int(decoder_vae.config.latent_channels), h, w, generator=generator()),)
+
+    decoder_params = _count(decoder_vae.decoder)
+    if getattr(decoder_vae, "post_quant_conv", None) is not None:
+        decoder_params += _count(decoder_vae.post_quant_conv)
     return [
         ComponentSpec(
             "text_encoder",
@@ -118,12 +122,12 @@ def component_specs(model, seed: int = 0) -> list[ComponentSpec]:
         ),
         ComponentSpec(
             "vae_decoder",
-            VaeDecoderGraph(model.vae).eval(),
+            VaeDecoderGraph(decoder_vae).eval(),
             ["latent_sample"],
             ["sample"],
             {"latent_sample": {0: "batch", 2: "height", 3: "width"}, "sample": {0: "batch", 2: "height", 3: "width"}},
             vae_inputs,
             decoder_params,
-            dict(model.vae.config),
+            dict(decoder_vae.config),
         ),
     ]

@@ -44,6 +44,9 @@ class ExportOptions:
     default_steps: int | None = None
     default_guidance: float | None = None
     target: str | None = None  # apply that target's graph rewrites (e.g. "qnn": needs static shapes)
+    # Export this decoder in place of the model's VAE decoder: preset:taesd, a folder or a hub id
+    # (AutoencoderTiny, i.e. TAESD, decodes 512 px many times faster than the KL decoder).
+    vae_decoder: str | None = None
 
 
 def _peak_rss_mb() -> float:
@@ -65,7 +68,7 @@ def export_package(source: str, output: "str | Path", options: ExportOptions | N
 
     from .components import component_specs
     from .onnx_io import export_component
-    from .source import load_source
+    from .source import check_decoder_fits, load_decoder, load_source
     from .verify import check_component
 
     notify = on_stage or (lambda name, info: None)
@@ -90,6 +93,10 @@ def export_package(source: str, output: "str | Path", options: ExportOptions | N
     started = time.perf_counter()
     notify("load", {"source": source})
     model = load_source(source, seed=options.seed)
+    if options.vae_decoder:
+        notify("load:decoder", {"source": options.vae_decoder})
+        model.decoder = load_decoder(options.vae_decoder, seed=options.seed)
+        check_decoder_fits(model, model.decoder)
     notify("load:done", {"seconds": time.perf_counter() - started})
 
     factor = model.vae_scale_factor
@@ -117,7 +124,8 @@ def export_package(source: str, output: "str | Path", options: ExportOptions | N
     with staged_directory(output, overwrite=options.overwrite) as stage:
         for spec in specs:
             t0 = time.perf_counter()
-            notify(f"export:{spec.name}", {"parameters": spec.parameters})
+            notify(f"export:{spec.name}", {"parameters": spec.parameters,
+                                           **({"decoder": model.decoder_description()["class"]} if spec.name == "vae_decoder" else {})})
             trace_shape = checks_at[0]
             trace_inputs = spec.make_inputs(*trace_shape)
             model_file = stage / spec.name / "model.onnx"
@@ -155,6 +163,9 @@ def export_package(source: str, output: "str | Path", options: ExportOptions | N
                 "verification": {"max_abs_diff": worst.max_abs_diff, "tolerance": options.tolerance, "checks": [c.as_dict() for c in checks]},
                 "export_seconds": round(export_seconds, 2),
             }
+            if spec.name == "vae_decoder":
+                # which decoder, and how the runtime feeds it (latents / scaling + shift) and reads it
+                manifest["components"][spec.name]["decoder"] = _jsonable(model.decoder_description())
             if rewrites is not None:
                 manifest["components"][spec.name]["rewrites"] = {"target": target_profile.name, "folded_ops": rewrites}
             notify(f"export:{spec.name}:done", {"max_abs_diff": worst.max_abs_diff, "seconds": export_seconds, "parameters": spec.parameters})

@@ -35,10 +35,31 @@ class SourceModel:
     scheduler_config: dict[str, Any]
     defaults: dict[str, Any]
     provenance: dict[str, Any] = field(default_factory=dict)
+    # A decoder exported in place of ``vae``'s (``--vae-decoder``), e.g. TAESD; None: the VAE's own.
+    decoder: "DecoderSource | None" = None
 
     @property
     def vae_scale_factor(self) -> int:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def decoder_vae(self) -> Any:
+        """The module whose ``decode`` becomes the package's vae_decoder graph."""
+        return self.decoder.vae if self.decoder is not None else self.vae
+
+    def decoder_description(self) -> dict[str, Any]:
+        """What the manifest records about the decoder: class, latent scaling, output range."""
+        if self.decoder is not None:
+            return self.decoder.description()
+        config = self.vae.config
+        return {
+            "family": "kl",
+            "class": type(self.vae).__name__,
+            "scaling_factor": float(config.scaling_factor),
+            "shift_factor": getattr(config, "shift_factor", None),
+            "output_range": [-1.0, 1.0],
+            "source": "the model's own VAE",
+        }
 
     @property
     def unet_size_multiple(self) -> int:
@@ -49,6 +70,33 @@ class SourceModel:
     @property
     def native_size(self) -> int:
         return int(self.unet.config.sample_size) * self.vae_scale_factor
+
+
+@dataclass
+class DecoderSource:
+    """A replacement VAE decoder (``nanoedge export ... --vae-decoder SOURCE``).
+
+    ``scaling_factor``/``shift_factor`` say how the UNet's latents are turned into the decoder's
+    input (``latents / scaling_factor + shift_factor``): AutoencoderTiny (TAESD) decodes the
+    UNet's latents as they are (1.0 / 0.0), a KL VAE divides by e.g. 0.18215.
+    """
+
+    vae: Any
+    family: str  # "taesd" (AutoencoderTiny) or "kl" (AutoencoderKL)
+    provenance: dict[str, Any]
+
+    def description(self) -> dict[str, Any]:
+        config = self.vae.config
+        shift = getattr(config, "shift_factor", None)
+        return {
+            "family": self.family,
+            "class": type(self.vae).__name__,
+            "scaling_factor": float(config.scaling_factor),
+            "shift_factor": float(shift) if shift else None,
+            # diffusers' AutoencoderTiny.decode maps its [0, 1] image to [-1, 1] like AutoencoderKL
+            "output_range": [-1.0, 1.0],
+            "source": self.provenance,
+        }
 
 
 def load_source(source: str, seed: int = 0) -> SourceModel:
@@ -69,6 +117,91 @@ def load_source(source: str, seed: int = 0) -> SourceModel:
         f"source '{source}' is not a folder, a hub id (owner/name) or a preset",
         hint="for example: nanoedge export preset:tiny-random -o my-package",
     )
+
+
+_DECODER_CLASSES = {"AutoencoderTiny": "taesd", "AutoencoderKL": "kl"}
+
+
+def load_decoder(source: str, seed: int = 0) -> DecoderSource:
+    """Load a replacement VAE decoder: ``preset:taesd``, a diffusers folder, or a hub id.
+
+    A folder may be the autoencoder's own (config.json naming AutoencoderTiny or AutoencoderKL)
+    or a pipeline folder whose ``vae/`` holds one. Hub ids go through diffusers'
+    ``from_pretrained`` (e.g. ``madebyollin/taesd``).
+    """
+    _quiet_libraries()
+    diffusers = require("diffusers", "export")
+    torch = require("torch", "export")
+    if source.startswith("preset:"):
+        name = source[len("preset:") :]
+        preset = load_preset(name)
+        if preset.get("kind") != "decoder":
+            raise InvalidRequestError(f"preset:{name} is a whole model, not a decoder", hint="use --vae-decoder preset:taesd")
+        cls_name = preset["vae"].get("_class_name", "AutoencoderTiny")
+        torch.manual_seed(seed)
+        vae = getattr(diffusers, cls_name).from_config(preset["vae"])
+        origin = {"kind": "preset", "name": name, "seed": seed, "architecture_of": preset.get("reference")}
+        return DecoderSource(vae.eval().to(torch.float32), _DECODER_CLASSES[cls_name], origin)
+    path = Path(source).expanduser()
+    if path.exists():
+        subfolder = None
+        config_file = path / "config.json"
+        if not config_file.is_file() and (path / "vae" / "config.json").is_file():
+            subfolder, config_file = "vae", path / "vae" / "config.json"
+        if not config_file.is_file():
+            raise InvalidRequestError(
+                f"'{path}' holds no autoencoder (no config.json, nor vae/config.json)",
+                hint="give the folder AutoencoderTiny.save_pretrained wrote, a pipeline folder with vae/, a hub id, or preset:taesd",
+            )
+        cls_name = json.loads(config_file.read_text()).get("_class_name", "")
+        origin = {"kind": "folder", "path": str(path.resolve()), **({"subfolder": subfolder} if subfolder else {})}
+        location, kwargs = str(path), ({"subfolder": subfolder} if subfolder else {})
+    elif _HUB_ID.match(source):
+        location, kwargs, origin = source, {}, {"kind": "hub", "repo_id": source}
+        try:
+            cls_name = dict(diffusers.AutoencoderTiny.load_config(source)).get("_class_name", "")
+        except OSError as exc:
+            raise ExportError(
+                f"could not load the decoder '{source}': {str(exc).splitlines()[0]}",
+                hint="the hub could not be reached; download it where there is network and pass the local folder",
+            ) from exc
+    else:
+        raise InvalidRequestError(
+            f"decoder source '{source}' is not a folder, a hub id (owner/name) or a preset",
+            hint="for example: --vae-decoder preset:taesd or --vae-decoder madebyollin/taesd",
+        )
+    if cls_name not in _DECODER_CLASSES:
+        raise InvalidRequestError(
+            f"'{source}' is a {cls_name or 'model of unknown class'}, not an AutoencoderTiny or AutoencoderKL",
+            hint="--vae-decoder takes a TAESD-family AutoencoderTiny (or a KL VAE)",
+        )
+    log.info("loading decoder %s", location)
+    try:
+        vae = getattr(diffusers, cls_name).from_pretrained(location, torch_dtype=torch.float32, **kwargs)
+    except OSError as exc:
+        raise ExportError(f"could not load the decoder '{source}': {str(exc).splitlines()[0]}",
+                          hint="check the folder (config.json + weights) or download the hub repo locally") from exc
+    return DecoderSource(vae.eval(), _DECODER_CLASSES[cls_name], origin)
+
+
+def check_decoder_fits(model: "SourceModel", decoder: DecoderSource) -> None:
+    """The decoder must take the UNet's latents (channels) and upscale them by the VAE's factor."""
+    config = decoder.vae.config
+    channels = int(config.latent_channels)
+    if channels != int(model.unet.config.in_channels):
+        raise InvalidRequestError(
+            f"the decoder takes {channels}-channel latents but this UNet makes {int(model.unet.config.in_channels)}",
+            hint="use a decoder trained for this model family's latent space (TAESD for SD 1.x/2.x, TAESDXL for SDXL)",
+        )
+    if decoder.family == "taesd":
+        factor = int(config.upsampling_scaling_factor) ** (len(config.decoder_block_out_channels) - 1)
+    else:
+        factor = 2 ** (len(config.block_out_channels) - 1)
+    if factor != model.vae_scale_factor:
+        raise InvalidRequestError(
+            f"the decoder upscales latents {factor}x but this model's VAE does {model.vae_scale_factor}x",
+            hint="use a decoder with the same spatial factor as the model's VAE",
+        )
 
 
 def _quiet_libraries() -> None:
@@ -130,6 +263,9 @@ def _load_tokenizer(transformers, location: str):
 
 def _load_preset(name: str, seed: int) -> SourceModel:
     preset = load_preset(name)
+    if preset.get("kind") == "decoder":
+        raise InvalidRequestError(f"preset:{name} is a VAE decoder, not a whole model",
+                                  hint=f"export a model and swap its decoder: nanoedge export preset:bk-sdm-tiny --vae-decoder preset:{name} -o OUT")
     _quiet_libraries()
     diffusers = require("diffusers", "export")
     transformers = require("transformers", "export")

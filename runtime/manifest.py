@@ -90,6 +90,28 @@ class Manifest:
         assert self.root is not None
         return self.root / self.component(name)["model"]
 
+    def decoder(self) -> dict[str, Any]:
+        """How to feed and read the VAE decoder: ``family``, ``scaling_factor``, ``shift_factor``, ``output_range``.
+
+        Packages exported with ``--vae-decoder`` (e.g. TAESD) record their decoder's own latent
+        scaling under ``components.vae_decoder.decoder``; older packages use the model's VAE,
+        described by the ``latent`` section, with diffusers' [-1, 1] output.
+        """
+        latent = self.data.get("latent", {})
+        described = self.components.get("vae_decoder", {}).get("decoder") or {}
+        scaling = described.get("scaling_factor", latent.get("scaling_factor"))
+        if scaling is None or not float(scaling) > 0:
+            raise PackageError(f"the package's decoder scaling factor is {scaling!r}", hint="re-export the package")
+        low, high = described.get("output_range") or [-1.0, 1.0]
+        shift = described["shift_factor"] if "shift_factor" in described else latent.get("shift_factor")
+        return {
+            "family": described.get("family", "kl"),
+            "class": described.get("class", "AutoencoderKL"),
+            "scaling_factor": float(scaling),
+            "shift_factor": float(shift or 0.0),
+            "output_range": [float(low), float(high)],
+        }
+
     @property
     def files(self) -> dict[str, dict[str, Any]]:
         return self.data.get("files", {})

@@ -105,6 +105,7 @@ class Pipeline:
         self.tokenizer = PromptTokenizer(root / tok["path"], int(tok["max_length"]), int(tok["pad_id"]))
         self.sizes = SizeRules.from_manifest(data["sizes"])
         self.latent = data["latent"]
+        self.decoder = manifest.decoder()
         self.scheduler_config = json.loads((root / data["scheduler"]["config"]).read_text())
         self.sessions = {name: create_session(manifest.component_path(name), self.profile, threads) for name in ("text_encoder", "unet", "vae_decoder")}
         self._static_batch = {name: self._static_batch_of(name) for name in self.sessions}
@@ -345,9 +346,17 @@ class Pipeline:
         return noise_uncond + np.float32(guidance) * (noise_cond - noise_uncond)
 
     def _decode(self, sample: np.ndarray) -> np.ndarray:
-        """VAE decode one image at a time: at 512 px the decoder's activations dominate memory."""
-        latents = sample / np.float32(self.latent["scaling_factor"])
-        shift = self.latent.get("shift_factor")
-        if shift:
-            latents = latents + np.float32(shift)
-        return self._run("vae_decoder", {"latent_sample": latents.astype(np.float32)}, chunk=1)
+        """VAE decode one image at a time: at 512 px the decoder's activations dominate memory.
+
+        The decoder's own latent scaling comes from the manifest (0.18215 for SD's KL VAE, 1.0
+        for a TAESD decoder exported with ``--vae-decoder``), and its output is brought to the
+        [-1, 1] range ``decoded_to_pil`` expects.
+        """
+        latents = sample / np.float32(self.decoder["scaling_factor"])
+        if self.decoder["shift_factor"]:
+            latents = latents + np.float32(self.decoder["shift_factor"])
+        decoded = self._run("vae_decoder", {"latent_sample": latents.astype(np.float32)}, chunk=1)
+        low, high = self.decoder["output_range"]
+        if (low, high) != (-1.0, 1.0):
+            decoded = (decoded - np.float32(low)) * np.float32(2.0 / (high - low)) - np.float32(1.0)
+        return decoded

@@ -25,10 +25,13 @@ from .common import handle_errors
 @click.option("--output-sizes", default=None, metavar="WxH,...", help="Extra sizes served by resizing the native image, e.g. 512x512,768x768.")
 @click.option("--default-steps", type=int, default=None, help="Steps the package defaults to (default: the source's).")
 @click.option("--default-guidance", type=float, default=None, help="Guidance the package defaults to (default: the source's).")
+@click.option("--vae-decoder", "vae_decoder", default=None, metavar="SOURCE",
+              help="Export this decoder instead of the model's VAE decoder: preset:taesd, an AutoencoderTiny folder or a hub id "
+              "(e.g. madebyollin/taesd). TAESD decodes several times faster at a small quality cost.")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists (atomically, at the end).")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest summary as JSON.")
 @handle_errors
-def export(source, output, static_shape, batch, target, exporter, opset, tolerance, seed, model_id, output_sizes, default_steps, default_guidance, overwrite, as_json):
+def export(source, output, static_shape, batch, target, exporter, opset, tolerance, seed, model_id, output_sizes, default_steps, default_guidance, vae_decoder, overwrite, as_json):
     """Export a diffusers checkpoint to an ONNX package.
 
     SOURCE is a local diffusers folder, a hub id (owner/name) or preset:NAME
@@ -53,6 +56,7 @@ def export(source, output, static_shape, batch, target, exporter, opset, toleran
         output_sizes=tuple(parse_size(s) for s in output_sizes.split(",") if s.strip()) if output_sizes else (),
         default_steps=default_steps,
         default_guidance=default_guidance,
+        vae_decoder=vae_decoder,
     )
     started = time.perf_counter()
     quiet = as_json
@@ -66,8 +70,10 @@ def export(source, output, static_shape, batch, target, exporter, opset, toleran
             click.echo(f"[2/5] text encoder ({info['parameters'] / 1e6:.1f} M params): export + check", err=True)
         elif name == "export:unet":
             click.echo(f"[3/5] UNet ({info['parameters'] / 1e6:.1f} M params): export + check", err=True)
+        elif name == "load:decoder":
+            click.echo(f"      decoder from {info['source']}", err=True)
         elif name == "export:vae_decoder":
-            click.echo(f"[4/5] VAE decoder ({info['parameters'] / 1e6:.1f} M params): export + check", err=True)
+            click.echo(f"[4/5] VAE decoder, {info.get('decoder', 'AutoencoderKL')} ({info['parameters'] / 1e6:.1f} M params): export + check", err=True)
         elif name.endswith(":done") and name.startswith("export:"):
             click.echo(f"      ok in {info['seconds']:.1f} s, max |onnx - torch| = {info['max_abs_diff']:.2e}", err=True)
         elif name == "write":

@@ -55,6 +55,10 @@ def info(package, as_json, verify):
         check_text = f"  max|onnx-torch| {check:.1e}" if check is not None else ""
         click.echo(f"    {name:<13}{params / 1e6:9.1f} M params  {comp.get('precision', '?'):<6}{_human_bytes(size):>11}{check_text}")
     click.echo(f"    {'total':<13}{total_params / 1e6:9.1f} M params")
+    decoder = manifest.decoder()
+    shift = f" + {decoder['shift_factor']:g}" if decoder["shift_factor"] else ""
+    click.echo(f"  decoder    {decoder['class']} ({decoder['family']}): latents / {decoder['scaling_factor']:g}{shift}, "
+               f"output range {decoder['output_range'][0]:g}..{decoder['output_range'][1]:g}")
     rules = SizeRules.from_manifest(data["sizes"])
     click.echo(f"  sizes      {'; '.join(rules.describe())}")
     d = data.get("defaults", {})
