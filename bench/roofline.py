@@ -1,6 +1,6 @@
 """The machine's limit: GEMM throughput measured with onnxruntime, and a UNet's work per step.
 
-    python bench/roofline.py PACKAGE [--size 512x512] [--batch 2] [--json]
+    python bench/roofline.py PACKAGE [--size 512x512] [--batch 2] [--step-times STEPS.json] [--json]
 
 Prints (1) this CPU's best FP32 and INT8 matrix-multiply throughput through onnxruntime's own
 kernels (MatMul, and MatMulInteger u8 x u8 / u8 x s8), (2) the multiply-accumulates of one UNet
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -47,38 +48,69 @@ def numpy_initializer(name: str, array: np.ndarray):
     return numpy_helper.from_array(array, name)
 
 
-def gemm_throughput(kind: str, m: int = 4096, k: int = 1280, n: int = 1280, repeats: int = 5) -> float:
-    """Best-of-``repeats`` GFLOP/s (2 flops per MAC) for one large matrix multiply."""
+def gemm_throughput(kind: str, m: int = 4096, k: int = 1280, n: int = 1280, repeats: int = 40) -> dict[str, float]:
+    """GFLOP/s (2 flops per MAC) of one large matrix multiply through onnxruntime's CPU kernels.
+
+    ``wall``: best of ``repeats`` runs by wall clock. ``cpu``: the same work divided by the CPU
+    seconds the process spent per thread (best run), i.e. what the cores deliver while they
+    run it; on a shared machine other jobs steal wall time but not this, so it is the better
+    estimate of the hardware's peak (a little low if idle threads spin). The roofline uses the
+    larger of the two.
+    """
     import onnxruntime as ort
 
     model = _matmul_model(m, k, n, kind)
     options = ort.SessionOptions()
     options.log_severity_level = 3
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    threads = max(1, len(os.sched_getaffinity(0)))
     a = np.random.default_rng(1).standard_normal((m, k), dtype=np.float32) if kind == "fp32" else np.random.default_rng(1).integers(0, 255, (m, k)).astype(np.uint8)
     session.run(None, {"a": a})
-    best = float("inf")
+    best_wall = best_cpu = float("inf")
     for _ in range(repeats):
-        started = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         session.run(None, {"a": a})
-        best = min(best, time.perf_counter() - started)
-    return 2.0 * m * k * n / best / 1e9
+        best_wall = min(best_wall, time.perf_counter() - wall)
+        best_cpu = min(best_cpu, (time.process_time() - cpu) / threads)
+    flops = 2.0 * m * k * n
+    return {"wall": flops / best_wall / 1e9, "cpu": flops / max(best_cpu, 1e-9) / 1e9, "threads": threads}
 
 
-def unet_macs(model_file: Path, batch: int, height: int, width: int) -> dict[str, int]:
-    """Multiply-accumulates of one UNet call by op type, from shape-inferred ONNX."""
+def _fixed_shape_model(model_file: Path, batch: int, height: int, width: int):
+    """The UNet with its input dims fixed and every tensor's shape inferred.
+
+    onnxruntime's symbolic shape inference is used first: it evaluates the Shape -> Gather ->
+    Concat -> Reshape chains that the attention blocks build at run time (onnx's own inference
+    with data propagation left 63 of the MatMuls behind those reshapes unresolved). It reads
+    initializer values, so the weights are loaded (about 3x the UNet's bytes of memory, briefly).
+    """
     import onnx
 
-    model = onnx.load(str(model_file), load_external_data=False)
+    model = onnx.load(str(model_file), load_external_data=True)
     concrete = {"batch": batch, "height": height // 8, "width": width // 8}
     for value in model.graph.input:
         for dim in value.type.tensor_type.shape.dim:
             if dim.dim_param:
                 dim.dim_value = concrete.get(dim.dim_param, 1)
-    model = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        return SymbolicShapeInference.infer_shapes(model, auto_merge=True), "onnxruntime symbolic"
+    except Exception as exc:  # an op the symbolic pass does not know: onnx's own inference
+        print(f"symbolic shape inference failed ({type(exc).__name__}: {exc}); using onnx's", file=sys.stderr)
+        return onnx.shape_inference.infer_shapes(model, data_prop=True), "onnx data_prop"
+
+
+def unet_macs(model_file: Path, batch: int, height: int, width: int) -> dict[str, int]:
+    """Multiply-accumulates of one UNet call by op type, from shape-inferred ONNX.
+
+    ``unknown`` counts the Conv/MatMul/Gemm nodes whose shapes stayed unresolved (their work is
+    missing from the total, so it must be 0 for the roofline to mean anything).
+    """
+    model, _how = _fixed_shape_model(model_file, batch, height, width)
     shapes = {}
     for value in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output):
-        dims = [d.dim_value if d.dim_value > 0 else None for d in value.type.tensor_type.shape.dim]
+        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in value.type.tensor_type.shape.dim]
         shapes[value.name] = dims
     initializers = {i.name: list(i.dims) for i in model.graph.initializer}
     shapes.update(initializers)
@@ -92,9 +124,11 @@ def unet_macs(model_file: Path, batch: int, height: int, width: int) -> dict[str
             continue
         if node.op_type == "Conv":
             weight = shapes.get(node.input[1])
-            group = next((a.i for a in node.attribute if a.name == "group"), 1)
-            macs = int(np.prod(out)) * (weight[1] if weight else 0) * int(np.prod(weight[2:])) if weight else 0
-            del group  # weight[1] is already Cin / group
+            if not weight:
+                totals["unknown"] += 1
+                continue
+            # weight is [Cout, Cin / group, kH, kW]: each output element costs Cin/group * kH * kW
+            macs = int(np.prod(out)) * int(np.prod(weight[1:]))
         else:
             a = shapes.get(node.input[0])
             if not a or None in a:
@@ -112,6 +146,9 @@ def main() -> None:
     parser.add_argument("package")
     parser.add_argument("--size", default="512x512")
     parser.add_argument("--batch", type=int, default=2, help="UNet batch (2 = one image with guidance)")
+    parser.add_argument("--step-times", default=None,
+                        help="JSON written by `bench/unet_step_time.py ... --json` (same size and batch): "
+                        "prints each variant's median step time as a multiple of the roofline minimum")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.lower().split("x"))
@@ -121,17 +158,47 @@ def main() -> None:
     total = sum(v for k, v in macs.items() if k != "unknown")
     result = {"size": args.size, "batch": args.batch, "unet_gmacs_per_step": total / 1e9, "macs_by_op": macs}
     for kind in ("fp32", "u8u8", "u8s8"):
-        result[f"gemm_gflops_{kind}"] = gemm_throughput(kind)
+        measured = gemm_throughput(kind)
+        result[f"gemm_gflops_{kind}"] = max(measured["wall"], measured["cpu"])
+        result[f"gemm_gflops_{kind}_wall"] = measured["wall"]
+        result[f"gemm_gflops_{kind}_per_cpu_second"] = measured["cpu"]
+        result["threads"] = measured["threads"]
     best_int8 = max(result["gemm_gflops_u8u8"], result["gemm_gflops_u8s8"])
     result["roofline_step_s_fp32"] = 2 * total / 1e9 / result["gemm_gflops_fp32"]
     result["roofline_step_s_int8"] = 2 * total / 1e9 / best_int8
+    rows = []
+    if args.step_times:
+        measured = json.loads(Path(args.step_times).read_text())
+        if (measured.get("size"), measured.get("batch")) != (args.size, args.batch):
+            parser.error(f"{args.step_times} was measured at {measured.get('size')} batch {measured.get('batch')}, not {args.size} batch {args.batch}")
+        for row in measured["rows"]:
+            # a variant whose heavy ops run in float is bound by the FP32 peak, else by the INT8 one
+            bound = "fp32" if row["precision"] in ("fp32", "weight-only", "w8a16") else "int8"
+            floor = result[f"roofline_step_s_{bound}"]
+            entry = {"label": row["label"], "precision": row["precision"], "median_s": row["median_s"], "bound": bound,
+                     "roofline_s": round(floor, 3), "x_roofline": round(row["median_s"] / floor, 2),
+                     "x_int8_roofline": round(row["median_s"] / result["roofline_step_s_int8"], 2)}
+            if row.get("median_cpu_s"):  # CPU seconds per thread: the step's time with the cores to itself
+                entry["median_cpu_s"] = row["median_cpu_s"]
+                entry["x_roofline_cpu"] = round(row["median_cpu_s"] / floor, 2)
+            rows.append(entry)
+        result["variants"] = rows
     if args.json:
         json.dump(result, sys.stdout, indent=2)
         print()
         return
     print(f"UNet at {args.size}, batch {args.batch}: {total / 1e9:.1f} GMACs per step ({macs})")
-    print(f"GEMM FP32 {result['gemm_gflops_fp32']:.1f} GFLOP/s, INT8 u8u8 {result['gemm_gflops_u8u8']:.1f}, u8s8 {result['gemm_gflops_u8s8']:.1f} GOP/s")
+    for kind in ("fp32", "u8u8", "u8s8"):
+        print(f"GEMM {kind:<5} {result[f'gemm_gflops_{kind}']:8.1f} G(FL)OP/s  (best wall {result[f'gemm_gflops_{kind}_wall']:.1f}, "
+              f"per CPU second {result[f'gemm_gflops_{kind}_per_cpu_second']:.1f}; {result['threads']} threads)")
     print(f"roofline minimum per step: FP32 {result['roofline_step_s_fp32']:.2f} s, INT8 {result['roofline_step_s_int8']:.2f} s")
+    if rows:
+        print(f"{'variant':<14}{'precision':<12}{'median s':>10}{'bound':>7}{'floor s':>9}{'x floor':>9}{'x INT8 floor':>14}"
+              f"{'cpu s':>8}{'x floor (cpu)':>15}")
+        for r in rows:
+            cpu = f"{r['median_cpu_s']:>8.2f}{r['x_roofline_cpu']:>15.2f}" if "median_cpu_s" in r else ""
+            print(f"{r['label']:<14}{r['precision']:<12}{r['median_s']:>10.2f}{r['bound']:>7}{r['roofline_s']:>9.2f}{r['x_roofline']:>9.2f}"
+                  f"{r['x_int8_roofline']:>14.2f}{cpu}")
 
 
 if __name__ == "__main__":
