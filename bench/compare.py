@@ -216,10 +216,18 @@ def run_all(args) -> None:
             "variants": [{"label": label, "kind": kind, "path": path} for label, kind, path in args.variants],
             "configs": [c.key for c in args.config], "scaling": [c.key for c in args.scaling], "rounds": args.rounds,
             "scaling_rounds": args.scaling_rounds, "scaling_variants": args.scaling_variants}
+    previous = json.loads((work / "meta.json").read_text()) if args.resume and (work / "meta.json").exists() else {}
+    meta["invocations"] = previous.get("invocations", []) + [{"command": meta["command"], "started_utc": meta["started_utc"]}]
+    if previous:
+        meta["started_utc"] = previous.get("started_utc", meta["started_utc"])
     (work / "meta.json").write_text(json.dumps(meta, indent=2))
     for index, (phase, config, round_index, (label, kind, path)) in enumerate(plan, 1):
         if (phase, config.key, round_index, label) in done:
             continue
+        if args.stop_at and time.strftime("%H:%M", time.gmtime()) >= args.stop_at:
+            log.warning("--stop-at %s UTC reached: %d planned runs not started", args.stop_at, len(plan) - index + 1)
+            meta["stopped_early"] = f"--stop-at {args.stop_at} UTC reached; {len(plan) - index + 1} planned runs not started"
+            break
         log.info("[%d/%d] %s %s round %d: %s", index, len(plan), phase, config.key, round_index, label)
         run = run_one(label, kind, path, config, round_index, args, phase)
         if run["ok"]:
@@ -265,7 +273,9 @@ def report(work: Path, out: Path, baseline: str = "diffusers", second: str = "op
               "median": float(np.median(loads)) if loads else None}, "runs": runs}
     out.mkdir(parents=True, exist_ok=True)
     md = [f"# Side-by-side benchmark: diffusers vs optimum-onnx vs nanoedge ({meta['started_utc']})", "",
-          f"Command: `{meta['command']}`", "",
+          "Command(s), in order (a later one with --resume adds the runs the earlier left):", ""]
+    md += [f"    {inv['command']}" for inv in meta.get("invocations", [{"command": meta["command"]}])]
+    md += ["", f"Stopped early: {meta['stopped_early']}" if meta.get("stopped_early") else "All planned runs were started.", "",
           f"Machine: {meta['machine'].get('cpu_model')}, {meta['machine'].get('logical_cpus')} logical CPUs, "
           f"{meta['machine'].get('ram_gib')} GiB RAM; 1-min load average during the run "
           f"{result['load_average_1min']['min']}–{result['load_average_1min']['max']} (median {result['load_average_1min']['median']}).", "",
@@ -392,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--timeout", type=float, default=1800, help="seconds before one run is killed")
     r.add_argument("--resume", action="store_true", help="keep WORK/runs.jsonl and skip runs already recorded")
     r.add_argument("--skip-provenance-check", action="store_true")
+    r.add_argument("--stop-at", default=None, metavar="HH:MM", help="start no new run after this UTC time (the report covers what finished)")
     rep = sub.add_parser("report", help="rewrite the report from WORK/runs.jsonl")
     rep.add_argument("--work", type=Path, required=True)
     rep.add_argument("--out", type=Path, required=True)

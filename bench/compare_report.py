@@ -288,14 +288,16 @@ def line_chart(panels: list[dict[str, Any]], path: "str | os.PathLike[str]", tit
     from PIL import Image, ImageDraw
 
     pw, ph, pad, left, bottom = 420, 300, 18, 62, 46
-    width = pad + len(panels) * (pw + pad)
-    height = 50 + ph + 60
+    columns = min(2, len(panels)) or 1
+    rows = (len(panels) + columns - 1) // columns
+    width = pad + columns * (pw + pad)
+    height = 50 + rows * (ph + 20) + 20
     img = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(img)
     big, small = _font(17), _font(12)
     draw.text((pad, 12), title, fill="black", font=big)
     for p_index, panel in enumerate(panels):
-        ox, oy = pad + p_index * (pw + pad), 50
+        ox, oy = pad + (p_index % columns) * (pw + pad), 50 + (p_index // columns) * (ph + 20)
         points = [pt for series in panel["series"].values() for pt in series if pt[1] is not None]
         if not points:
             continue
