@@ -135,33 +135,31 @@ def run_one(label: str, kind: str, path: str, config: Config, round_index: int, 
     cmd = [sys.executable, str(HERE / "compare_worker.py"), kind, path, "--size", config.size, "--steps", str(config.steps),
            "--guidance", f"{config.guidance:g}", "--latents", str(latents_for(config, work, args.seed)),
            "--images", str(args.images), "--image", str(image), "--json", str(record_file)]
-    load_before = load_average()
     log_file = work / "logs" / f"{config.key}-{label}-r{round_index}.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_file, "w") as log_handle:
-        started = time.time()
-        proc = subprocess.Popen(cmd + ["--started", repr(started)], stdout=log_handle, stderr=subprocess.STDOUT, env=os.environ.copy())
-        deadline = started + args.timeout
-        status, usage = 0, None
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.time() > deadline:
-                proc.kill()
-                _, status, usage = os.wait4(proc.pid, 0)
-                break
-            time.sleep(0.05)
-        ended = time.time()
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    lock = None
+    if args.heavy_lock and config.width * config.height >= args.heavy_min_pixels:
+        import fcntl
+
+        lock = open(args.heavy_lock, "a")
+        log.info("    waiting for %s (a %s run may pass 6 GB)", args.heavy_lock, config.size)
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed below
+    load_before = load_average()
+    try:
+        run = _spawn(cmd, log_file, args.timeout)
+    finally:
+        if lock is not None:
+            lock.close()
+    started, ended, status, usage, timed_out = run
+    proc_returncode = os.waitstatus_to_exitcode(status)
     run = {"phase": phase, "config": config.key, "size": config.size, "steps": config.steps, "guidance": config.guidance,
            "variant": label, "kind": kind, "path": path, "round": round_index, "command": " ".join(cmd),
            "wall_s": round(ended - started, 3),
            "cpu_s": round(usage.ru_utime + usage.ru_stime, 2), "loadavg_before": load_before, "loadavg_after": load_average(),
            "model_bytes": model_bytes(kind, path), "image": str(image.relative_to(work)), "ok": False}
-    if proc.returncode != 0 or not record_file.exists():
+    if proc_returncode != 0 or not record_file.exists():
         tail = log_file.read_text()[-1500:] if log_file.exists() else ""
-        run["error"] = f"exit {proc.returncode}{' (timed out)' if ended > deadline else ''}: {tail}"
+        run["error"] = f"exit {proc_returncode}{' (timed out)' if timed_out else ''}: {tail}"
         return run
     record = json.loads(record_file.read_text())
     first, rest = record["image_s"][0], record["image_s"][1:]
@@ -178,6 +176,27 @@ def run_one(label: str, kind: str, path: str, config: Config, round_index: int, 
         "cpu_utilization": round(usage.ru_utime + usage.ru_stime, 2) / max(ended - started, 1e-9),
     })
     return run
+
+
+def _spawn(cmd: list[str], log_file: Path, timeout: float):
+    """Start the worker, wait for it; (spawned, ended, wait status, rusage, timed out)."""
+    with open(log_file, "w") as log_handle:
+        started = time.time()
+        proc = subprocess.Popen(cmd + ["--started", repr(started)], stdout=log_handle, stderr=subprocess.STDOUT, env=os.environ.copy())
+        deadline = started + timeout
+        timed_out = False
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.time() > deadline:
+                timed_out = True
+                proc.kill()
+                _, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.05)
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4: keep Popen from waiting again
+        return started, time.time(), status, usage, timed_out
 
 
 def build_plan(args) -> list[tuple[str, Config, int, tuple[str, str, str]]]:
@@ -402,6 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--timeout", type=float, default=1800, help="seconds before one run is killed")
     r.add_argument("--resume", action="store_true", help="keep WORK/runs.jsonl and skip runs already recorded")
     r.add_argument("--skip-provenance-check", action="store_true")
+    r.add_argument("--heavy-lock", default=HEAVY_LOCK, help="flock held around runs of --heavy-min-pixels or more ('' = never)")
+    r.add_argument("--heavy-min-pixels", type=int, default=512 * 512 + 1, help="runs this size or bigger take --heavy-lock (default: above 512x512)")
     r.add_argument("--stop-at", default=None, metavar="HH:MM", help="start no new run after this UTC time (the report covers what finished)")
     rep = sub.add_parser("report", help="rewrite the report from WORK/runs.jsonl")
     rep.add_argument("--work", type=Path, required=True)
