@@ -295,7 +295,8 @@ def report(work: Path, out: Path, baseline: str = "diffusers", second: str = "op
           "Command(s), in order (a later one with --resume adds the runs the earlier left):", ""]
     md += [f"    {inv['command']}" for inv in meta.get("invocations", [{"command": meta["command"]}])]
     md += ["", f"Stopped early: {meta['stopped_early']}" if meta.get("stopped_early") else "All planned runs were started.", "",
-          f"Machine: {meta['machine'].get('cpu_model')}, {meta['machine'].get('logical_cpus')} logical CPUs, "
+          f"Machine: {meta['machine'].get('cpu_model')}, {meta['machine'].get('logical_cpus')} logical CPUs "
+          f"({meta['machine'].get('physical_cores_per_socket')} cores per socket; flags {' '.join(meta['machine'].get('cpu_flags_of_note', []))}), "
           f"{meta['machine'].get('ram_gib')} GiB RAM; 1-min load average during the run "
           f"{result['load_average_1min']['min']}–{result['load_average_1min']['max']} (median {result['load_average_1min']['median']}).", "",
           "Versions: " + ", ".join(f"{k} {v}" for k, v in meta["machine"].get("versions", {}).items()), "",

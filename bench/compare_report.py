@@ -196,6 +196,8 @@ def machine_description() -> dict[str, Any]:
         models = [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")]
         flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
         info["cpu_model"] = models[0] if models else None
+        cores = {line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("cpu cores")}
+        info["physical_cores_per_socket"] = int(next(iter(cores))) if len(cores) == 1 else None
         info["cpu_flags_of_note"] = sorted(f for f in flags if f.startswith(("avx512", "amx", "avx2", "avx_vnni", "fma")))
     except OSError:
         pass
