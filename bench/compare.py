@@ -138,11 +138,11 @@ def run_one(label: str, kind: str, path: str, config: Config, round_index: int, 
     log_file = work / "logs" / f"{config.key}-{label}-r{round_index}.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
     lock = None
-    if args.heavy_lock and config.width * config.height >= args.heavy_min_pixels:
+    if args.heavy_lock and not args.lock_whole_run and config.width * config.height >= args.heavy_min_pixels:
         import fcntl
 
         lock = open(args.heavy_lock, "a")
-        log.info("    waiting for %s (a %s run may pass 6 GB)", args.heavy_lock, config.size)
+        log.info("    waiting for %s (a %s run may pass 6 GB: nanoedge FP32 at 512x512 CFG peaked at 7.7 GB)", args.heavy_lock, config.size)
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed below
     load_before = load_average()
     try:
@@ -240,6 +240,14 @@ def run_all(args) -> None:
     if previous:
         meta["started_utc"] = previous.get("started_utc", meta["started_utc"])
     (work / "meta.json").write_text(json.dumps(meta, indent=2))
+    whole_lock = None
+    if args.heavy_lock and args.lock_whole_run:
+        import fcntl
+
+        whole_lock = open(args.heavy_lock, "a")
+        log.info("waiting for %s, held for the whole run", args.heavy_lock)
+        fcntl.flock(whole_lock, fcntl.LOCK_EX)
+        meta["lock"] = f"{args.heavy_lock} held from {time.strftime('%H:%M:%S', time.gmtime())} UTC to the end"
     for index, (phase, config, round_index, (label, kind, path)) in enumerate(plan, 1):
         if (phase, config.key, round_index, label) in done:
             continue
@@ -256,6 +264,8 @@ def run_all(args) -> None:
             log.warning("    FAILED: %s", run["error"][-400:])
         with open(runs_file, "a") as handle:
             handle.write(json.dumps(run) + "\n")
+    if whole_lock is not None:
+        whole_lock.close()
     meta["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     (work / "meta.json").write_text(json.dumps(meta, indent=2))
 
@@ -294,7 +304,10 @@ def report(work: Path, out: Path, baseline: str = "diffusers", second: str = "op
     md = [f"# Side-by-side benchmark: diffusers vs optimum-onnx vs nanoedge ({meta['started_utc']})", "",
           "Command(s), in order (a later one with --resume adds the runs the earlier left):", ""]
     md += [f"    {inv['command']}" for inv in meta.get("invocations", [{"command": meta["command"]}])]
-    md += ["", f"Stopped early: {meta['stopped_early']}" if meta.get("stopped_early") else "All planned runs were started.", "",
+    md += ["", f"Stopped early: {meta['stopped_early']}" if meta.get("stopped_early") else "All planned runs were started.", ""]
+    if meta.get("lock"):
+        md += [f"Memory lock: {meta['lock']} (no other memory-heavy job ran beside it).", ""]
+    md += ["",
           f"Machine: {meta['machine'].get('cpu_model')}, {meta['machine'].get('logical_cpus')} logical CPUs "
           f"({meta['machine'].get('physical_cores_per_socket')} cores per socket; flags {' '.join(meta['machine'].get('cpu_flags_of_note', []))}), "
           f"{meta['machine'].get('ram_gib')} GiB RAM; 1-min load average during the run "
@@ -423,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--resume", action="store_true", help="keep WORK/runs.jsonl and skip runs already recorded")
     r.add_argument("--skip-provenance-check", action="store_true")
     r.add_argument("--heavy-lock", default=HEAVY_LOCK, help="flock held around runs of --heavy-min-pixels or more ('' = never)")
-    r.add_argument("--heavy-min-pixels", type=int, default=512 * 512 + 1, help="runs this size or bigger take --heavy-lock (default: above 512x512)")
+    r.add_argument("--heavy-min-pixels", type=int, default=512 * 512, help="runs this size or bigger take --heavy-lock (default: 512x512)")
+    r.add_argument("--lock-whole-run", action="store_true", help="take --heavy-lock once and hold it until every run is done")
     r.add_argument("--stop-at", default=None, metavar="HH:MM", help="start no new run after this UTC time (the report covers what finished)")
     rep = sub.add_parser("report", help="rewrite the report from WORK/runs.jsonl")
     rep.add_argument("--work", type=Path, required=True)
