@@ -123,7 +123,7 @@ def latents_for(config: Config, work: Path, seed: int) -> Path:
     return path
 
 
-def run_one(label: str, kind: str, path: str, config: Config, round_index: int, args, phase: str) -> dict:
+def run_one(label: str, kind: str, path: str, config: Config, round_index: int, args, phase: str, locked: bool = False) -> dict:
     work: Path = args.work
     image_dir = work / "images" / config.key
     image_dir.mkdir(parents=True, exist_ok=True)
@@ -137,26 +137,19 @@ def run_one(label: str, kind: str, path: str, config: Config, round_index: int, 
            "--images", str(args.images), "--image", str(image), "--json", str(record_file)]
     log_file = work / "logs" / f"{config.key}-{label}-r{round_index}.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    lock = None
-    if args.heavy_lock and not args.lock_whole_run and config.width * config.height >= args.heavy_min_pixels:
-        import fcntl
-
-        lock = open(args.heavy_lock, "a")
-        log.info("    waiting for %s (a %s run may pass 6 GB: nanoedge FP32 at 512x512 CFG peaked at 7.7 GB)", args.heavy_lock, config.size)
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed below
     load_before = load_average()
-    try:
-        run = _spawn(cmd, log_file, args.timeout)
-    finally:
-        if lock is not None:
-            lock.close()
-    started, ended, status, usage, timed_out = run
+    run = _spawn(cmd, log_file, args.timeout, None if locked or not args.heavy_lock else args.unlocked_rss_limit_mib)
+    started, ended, status, usage, timed_out, rss_killed = run
     proc_returncode = os.waitstatus_to_exitcode(status)
     run = {"phase": phase, "config": config.key, "size": config.size, "steps": config.steps, "guidance": config.guidance,
            "variant": label, "kind": kind, "path": path, "round": round_index, "command": " ".join(cmd),
            "wall_s": round(ended - started, 3),
            "cpu_s": round(usage.ru_utime + usage.ru_stime, 2), "loadavg_before": load_before, "loadavg_after": load_average(),
-           "model_bytes": model_bytes(kind, path), "image": str(image.relative_to(work)), "ok": False}
+           "model_bytes": model_bytes(kind, path), "image": str(image.relative_to(work)), "ok": False, "locked": locked}
+    if rss_killed:
+        run["needs_lock"] = True
+        run["error"] = f"killed: RSS passed {args.unlocked_rss_limit_mib} MiB without the heavy-memory lock"
+        return run
     if proc_returncode != 0 or not record_file.exists():
         tail = log_file.read_text()[-1500:] if log_file.exists() else ""
         run["error"] = f"exit {proc_returncode}{' (timed out)' if timed_out else ''}: {tail}"
@@ -178,25 +171,43 @@ def run_one(label: str, kind: str, path: str, config: Config, round_index: int, 
     return run
 
 
-def _spawn(cmd: list[str], log_file: Path, timeout: float):
-    """Start the worker, wait for it; (spawned, ended, wait status, rusage, timed out)."""
+def _rss_mib(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return 0.0
+
+
+def _spawn(cmd: list[str], log_file: Path, timeout: float, rss_limit_mib: float | None = None):
+    """Start the worker, wait for it; (spawned, ended, wait status, rusage, timed out, killed for RSS).
+
+    With ``rss_limit_mib`` the worker is killed once its RSS passes it (a run without the
+    heavy-memory lock must stay under the machine's shared limit).
+    """
     with open(log_file, "w") as log_handle:
         started = time.time()
         proc = subprocess.Popen(cmd + ["--started", repr(started)], stdout=log_handle, stderr=subprocess.STDOUT, env=os.environ.copy())
         deadline = started + timeout
-        timed_out = False
+        timed_out = rss_killed = False
+        polls = 0
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
-            if time.time() > deadline:
-                timed_out = True
+            polls += 1
+            over = rss_limit_mib is not None and polls % 4 == 0 and _rss_mib(proc.pid) > rss_limit_mib
+            if over or time.time() > deadline:
+                timed_out, rss_killed = not over, over
                 proc.kill()
                 _, status, usage = os.wait4(proc.pid, 0)
                 break
             time.sleep(0.05)
         proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4: keep Popen from waiting again
-        return started, time.time(), status, usage, timed_out
+        return started, time.time(), status, usage, timed_out, rss_killed
 
 
 def build_plan(args) -> list[tuple[str, Config, int, tuple[str, str, str]]]:
@@ -211,6 +222,45 @@ def build_plan(args) -> list[tuple[str, Config, int, tuple[str, str, str]]]:
             for variant in scaling_variants:
                 plan.append(("scaling", config, round_index, variant))
     return plan
+
+
+def _ready(kind: str, path: str) -> bool:
+    marker = "nanoedge.json" if kind == "nanoedge" else "model_index.json"
+    return (Path(path) / marker).exists()
+
+
+def _next_run(pending: list, args, needs_lock: set, holding_whole: bool):
+    """(position in ``pending``, lock file or None) of the run to start now, or None to wait.
+
+    Plan order is kept whenever possible. A run that needs the heavy-memory lock (its variant
+    is in ``needs_lock`` or its size is at least ``--heavy-min-pixels``) takes it if it is free;
+    if it is busy, or the run's model folder is not written yet, the next runnable run goes
+    first (recorded in the report). When nothing else can run, the first lock-needing run
+    blocks on the lock.
+    """
+    import fcntl
+
+    first_locked = None
+    for position, (_index, (_phase, config, _round, (label, kind, path))) in enumerate(pending):
+        if not _ready(kind, path):
+            continue
+        wants_lock = bool(args.heavy_lock) and not holding_whole and (label in needs_lock or config.width * config.height >= args.heavy_min_pixels)
+        if not wants_lock:
+            return position, None
+        handle = open(args.heavy_lock, "a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return position, handle
+        except BlockingIOError:
+            handle.close()
+            if first_locked is None:
+                first_locked = position
+    if first_locked is None:
+        return None
+    handle = open(args.heavy_lock, "a")
+    log.info("    waiting for %s (every runnable run needs it)", args.heavy_lock)
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    return first_locked, handle
 
 
 def run_all(args) -> None:
@@ -248,15 +298,37 @@ def run_all(args) -> None:
         log.info("waiting for %s, held for the whole run", args.heavy_lock)
         fcntl.flock(whole_lock, fcntl.LOCK_EX)
         meta["lock"] = f"{args.heavy_lock} held from {time.strftime('%H:%M:%S', time.gmtime())} UTC to the end"
-    for index, (phase, config, round_index, (label, kind, path)) in enumerate(plan, 1):
-        if (phase, config.key, round_index, label) in done:
-            continue
+    pending = [(i, item) for i, item in enumerate(plan, 1) if (item[0], item[1].key, item[2], item[3][0]) not in done]
+    needs_lock = {label for label in args.lock_variants}
+    retried: set = set()
+    while pending:
         if args.stop_at and time.strftime("%H:%M", time.gmtime()) >= args.stop_at:
-            log.warning("--stop-at %s UTC reached: %d planned runs not started", args.stop_at, len(plan) - index + 1)
-            meta["stopped_early"] = f"--stop-at {args.stop_at} UTC reached; {len(plan) - index + 1} planned runs not started"
+            log.warning("--stop-at %s UTC reached: %d planned runs not started", args.stop_at, len(pending))
+            meta["stopped_early"] = f"--stop-at {args.stop_at} UTC reached; {len(pending)} planned runs not started"
             break
-        log.info("[%d/%d] %s %s round %d: %s", index, len(plan), phase, config.key, round_index, label)
-        run = run_one(label, kind, path, config, round_index, args, phase)
+        choice = _next_run(pending, args, needs_lock, whole_lock is not None)
+        if choice is None:
+            time.sleep(10)  # every pending run waits for the lock or for its model folder
+            continue
+        position, lock = choice
+        index, (phase, config, round_index, (label, kind, path)) = pending.pop(position)
+        if position:
+            meta.setdefault("reordered", []).append(f"{phase} {config.key} r{round_index} {label} ran before {position} earlier-planned run(s) (lock busy or model not ready)")
+        log.info("[%d/%d] %s %s round %d: %s%s", index, len(plan), phase, config.key, round_index, label, " (heavy-memory lock held)" if lock or whole_lock else "")
+        try:
+            run = run_one(label, kind, path, config, round_index, args, phase, locked=bool(lock or whole_lock))
+        finally:
+            if lock is not None:
+                lock.close()
+        run["order"] = len(done) + 1
+        done.add((phase, config.key, round_index, label))
+        if run.get("needs_lock") and (phase, config.key, round_index, label) not in retried:
+            log.warning("    %s; will run again under the lock", run["error"])
+            retried.add((phase, config.key, round_index, label))
+            needs_lock.add(label)
+            pending.insert(0, (index, (phase, config, round_index, (label, kind, path))))
+            done.discard((phase, config.key, round_index, label))
+            continue
         if run["ok"]:
             log.info("    cold start %.1f s, image %s s, peak RSS %.0f MiB, CPU %.2f cores, load %s",
                      run["cold_start_s"], run["image_s"], run["peak_rss_mib"], run["cpu_utilization"], run["loadavg_after"])
@@ -264,6 +336,7 @@ def run_all(args) -> None:
             log.warning("    FAILED: %s", run["error"][-400:])
         with open(runs_file, "a") as handle:
             handle.write(json.dumps(run) + "\n")
+        (work / "meta.json").write_text(json.dumps(meta, indent=2))
     if whole_lock is not None:
         whole_lock.close()
     meta["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -305,6 +378,9 @@ def report(work: Path, out: Path, baseline: str = "diffusers", second: str = "op
           "Command(s), in order (a later one with --resume adds the runs the earlier left):", ""]
     md += [f"    {inv['command']}" for inv in meta.get("invocations", [{"command": meta["command"]}])]
     md += ["", f"Stopped early: {meta['stopped_early']}" if meta.get("stopped_early") else "All planned runs were started.", ""]
+    if meta.get("reordered"):
+        md += ["Runs started out of plan order (the heavy-memory lock was busy or a model folder was not written yet):", ""]
+        md += [f"- {line}" for line in meta["reordered"]] + [""]
     if meta.get("lock"):
         md += [f"Memory lock: {meta['lock']} (no other memory-heavy job ran beside it).", ""]
     md += ["",
@@ -436,7 +512,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--resume", action="store_true", help="keep WORK/runs.jsonl and skip runs already recorded")
     r.add_argument("--skip-provenance-check", action="store_true")
     r.add_argument("--heavy-lock", default=HEAVY_LOCK, help="flock held around runs of --heavy-min-pixels or more ('' = never)")
-    r.add_argument("--heavy-min-pixels", type=int, default=512 * 512, help="runs this size or bigger take --heavy-lock (default: 512x512)")
+    r.add_argument("--heavy-min-pixels", type=int, default=512 * 512 + 1, help="runs this size or bigger take --heavy-lock (default: above 512x512)")
+    r.add_argument("--lock-variants", default="fp32,optimum", help="variants whose runs always take --heavy-lock (nanoedge FP32 peaked at 7.7 GB at 512x512 CFG)")
+    r.add_argument("--unlocked-rss-limit-mib", type=float, default=5800, help="a run without the lock is killed past this RSS and run again under the lock")
     r.add_argument("--lock-whole-run", action="store_true", help="take --heavy-lock once and hold it until every run is done")
     r.add_argument("--stop-at", default=None, metavar="HH:MM", help="start no new run after this UTC time (the report covers what finished)")
     rep = sub.add_parser("report", help="rewrite the report from WORK/runs.jsonl")
@@ -469,6 +547,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"variant labels must be unique: {labels}")
     args.variants = variants
     args.scaling_variants = [v for v in args.scaling_variants.split(",") if v]
+    args.lock_variants = [v for v in args.lock_variants.split(",") if v]
     run_all(args)
     report(args.work, args.out, int8_label=args.int8_label)
     log.info("report written to %s", args.out)
