@@ -211,16 +211,19 @@ def _spawn(cmd: list[str], log_file: Path, timeout: float, rss_limit_mib: float 
 
 
 def build_plan(args) -> list[tuple[str, Config, int, tuple[str, str, str]]]:
+    """Main rounds (every config x every variant, in order), the scaling runs after round
+    ``--scaling-after`` (default: the last)."""
+    scaling_variants = [v for v in args.variants if v[0] in args.scaling_variants]
+    scaling = [("scaling", config, round_index, variant) for round_index in range(1, args.scaling_rounds + 1)
+               for config in args.scaling for variant in scaling_variants]
+    after = args.rounds if args.scaling_after is None else args.scaling_after
     plan = []
     for round_index in range(1, args.rounds + 1):
-        for config in args.config:
-            for variant in args.variants:
-                plan.append(("main", config, round_index, variant))
-    scaling_variants = [v for v in args.variants if v[0] in args.scaling_variants]
-    for round_index in range(1, args.scaling_rounds + 1):
-        for config in args.scaling:
-            for variant in scaling_variants:
-                plan.append(("scaling", config, round_index, variant))
+        plan += [("main", config, round_index, variant) for config in args.config for variant in args.variants]
+        if round_index == after:
+            plan += scaling
+    if after < 1 or after > args.rounds:
+        plan += scaling
     return plan
 
 
@@ -506,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="extra configs for the scaling curves (only --scaling-variants run them)")
     r.add_argument("--scaling-variants", default="diffusers,int8")
     r.add_argument("--scaling-rounds", type=int, default=1)
+    r.add_argument("--scaling-after", type=int, default=None, help="run the scaling configs after this main round (default: after the last)")
     r.add_argument("--int8-label", default="int8", help="the variant the issue's targets are checked for")
     r.add_argument("--seed", type=int, default=0, help="seed of the shared initial latents")
     r.add_argument("--timeout", type=float, default=1800, help="seconds before one run is killed")
