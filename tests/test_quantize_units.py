@@ -183,3 +183,32 @@ def test_recipes_record_their_choices():
     assert recipe_for("int8").as_dict()["op_types"] == ["Conv", "Gemm", "MatMul"]
     with pytest.raises(InvalidRequestError):
         recipe_for("int4")
+
+
+def test_w8a8_sixteen_bit_rules_pick_structure_not_names():
+    from onnx import TensorProto, helper, numpy_helper
+
+    from nanoedge.quantize.recipes import sixteen_bit_tensors
+
+    w = numpy_helper.from_array(np.ones((4, 4), dtype=np.float32), "w")
+    bias = numpy_helper.from_array(np.ones(4, dtype=np.float32), "bias")
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
+        helper.make_node("Add", ["h", "bias"], ["hb"], name="bias_add"),  # constant operand: not a residual
+        helper.make_node("Sigmoid", ["hb"], ["sg"], name="sig"),
+        helper.make_node("Mul", ["hb", "sg"], ["silu"], name="silu"),
+        helper.make_node("Softmax", ["silu"], ["p"], name="sm"),
+        helper.make_node("Add", ["p", "h"], ["res"], name="res"),  # two computed tensors: residual
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("res", TensorProto.FLOAT, [1, 4])], [w, bias],
+    )
+    assert sixteen_bit_tensors(graph, ()) == []
+    assert sixteen_bit_tensors(graph, ("io",)) == ["x", "res"]
+    assert sixteen_bit_tensors(graph, ("residual",)) == ["res"]
+    assert sixteen_bit_tensors(graph, ("silu",)) == ["silu"]
+    assert sixteen_bit_tensors(graph, ("softmax",)) == ["silu", "p"]
+    w8a8 = recipe_for("w8a8")
+    assert w8a8.activation_type == "uint8" and set(w8a8.sixteen_bit) == {"io", "residual", "softmax", "norm", "silu"}
+    assert w8a8.as_dict()["sixteen_bit"] == list(w8a8.sixteen_bit) and recipe_for("w8a16").sixteen_bit == ()
