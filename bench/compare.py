@@ -165,6 +165,7 @@ def run_one(label: str, kind: str, path: str, config: Config, round_index: int, 
         # the time of an image once loaded: later images when there are any, else the first
         "image_s": [round(v, 3) for v in (rest or [first])],
         "image_s_is_first_image": not rest,
+        "image_cpu_s": [round(v, 3) for v in (record["image_cpu_s"][1:] or record["image_cpu_s"][:1])],
         "info": record.get("info", {}),
         "cpu_utilization": round(usage.ru_utime + usage.ru_stime, 2) / max(ended - started, 1e-9),
     })
@@ -464,12 +465,14 @@ def report(work: Path, out: Path, baseline: str = "diffusers", second: str = "op
     failed = [r for r in runs if not r["ok"]]
     if failed:
         md += ["## Failed runs", ""] + [f"- {r['config']} {r['variant']} round {r['round']}: {r['error'][:300]!r}" for r in failed] + [""]
-    md += ["## Per-run records", "", "| phase | config | round | variant | cold start s | image s | peak RSS MiB | CPU cores used | load before→after |",
-           "|---|---|---:|---|---:|---:|---:|---:|---|"]
+    md += ["## Per-run records", "", "In run order. `image CPU s`: CPU seconds the process spent on the image (all threads); "
+           "`CPU cores used`: CPU seconds / wall seconds of the whole process (2.0 = both cores to itself).", "",
+           "| phase | config | round | variant | cold start s | image s | image CPU s | peak RSS MiB | CPU cores used | load before→after |",
+           "|---|---|---:|---|---:|---:|---:|---:|---:|---|"]
     for r in runs:
         if r["ok"]:
             md.append(f"| {r['phase']} | {r['config']} | {r['round']} | {r['variant']} | {r['cold_start_s']:.1f} | {', '.join(f'{v:.1f}' for v in r['image_s'])} | "
-                      f"{r['peak_rss_mib']:.0f} | {r['cpu_utilization']:.2f} | {r['loadavg_before'][0]}→{r['loadavg_after'][0]} |")
+                      f"{', '.join(f'{v:.1f}' for v in r.get('image_cpu_s', []))} | {r['peak_rss_mib']:.0f} | {r['cpu_utilization']:.2f} | {r['loadavg_before'][0]}→{r['loadavg_after'][0]} |")
     if copy_images:
         from PIL import Image
 

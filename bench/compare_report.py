@@ -91,13 +91,14 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]
     grouped: dict[str, dict[str, dict[str, Any]]] = {}
     for run in runs:
         slot = grouped.setdefault(run["config"], {}).setdefault(
-            run["variant"], {"image": [], "cold": [], "rss": [], "bytes": None, "psnr": [], "failed": 0, "errors": []}
+            run["variant"], {"image": [], "cpu": [], "cold": [], "rss": [], "bytes": None, "psnr": [], "failed": 0, "errors": []}
         )
         if not run.get("ok", True):
             slot["failed"] += 1
             slot["errors"].append(run.get("error", "")[-300:])
             continue
         slot["image"].extend(run["image_s"])
+        slot["cpu"].extend(run.get("image_cpu_s", []))
         slot["cold"].append(run["cold_start_s"])
         slot["rss"].append(run["peak_rss_mib"])
         slot["bytes"] = run.get("model_bytes")
@@ -109,6 +110,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]
         for label, slot in variants.items():
             summary[key][label] = {
                 "image_s": spread(slot["image"]),
+                "image_cpu_s": spread(slot["cpu"]),
                 "cold_start_s": spread(slot["cold"]),
                 "peak_rss_mib": spread(slot["rss"]),
                 "model_bytes": slot["bytes"],
@@ -144,7 +146,7 @@ def render_table(config: Config, variants: dict[str, dict[str, Any]], order: lis
     base_t = (base.get("image_s") or {}).get("median")
     base_rss = (base.get("peak_rss_mib") or {}).get("median")
     other_t = (other.get("image_s") or {}).get("median")
-    head = ["variant", "image s (median)", "min–max (n)", f"speed-up vs {baseline}"]
+    head = ["variant", "image s (median)", "min–max (n)", "image CPU s", f"speed-up vs {baseline}"]
     if second:
         head.append(f"speed-up vs {second}")
     head += ["cold start s", "peak RSS MiB", f"RSS vs {baseline}", "model MB on disk", f"PSNR vs {baseline}"]
@@ -158,7 +160,8 @@ def render_table(config: Config, variants: dict[str, dict[str, Any]], order: lis
             row = [label, "failed"] + ["—"] * (len(head) - 2)
             lines.append("| " + " | ".join(row) + " |")
             continue
-        row = [label, f"{t['median']:.2f}", f"{t['min']:.2f}–{t['max']:.2f} ({t['n']})",
+        cpu = (v.get("image_cpu_s") or {}).get("median")
+        row = [label, f"{t['median']:.2f}", f"{t['min']:.2f}–{t['max']:.2f} ({t['n']})", _fmt(cpu, 1),
                _fmt(ratio(base_t, t["median"]), 2, "×")]
         if second:
             row.append(_fmt(ratio(other_t, t["median"]), 2, "×"))

@@ -115,12 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     t_args = time.time()
     run, info = RUNNERS[args.kind](args.path, args.guidance)
     t_loaded = time.time()
-    image_s, done = [], []
+    image_s, image_cpu_s, done = [], [], []
     image = None
     for _ in range(args.images):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         image = run(latents, (width, height), args.steps)
         image_s.append(time.perf_counter() - t0)
+        image_cpu_s.append(time.process_time() - c0)  # CPU seconds of every thread of this process
         done.append(time.time())
     assert image is not None
     image.save(args.image)
@@ -139,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         "loaded": t_loaded,
         "image_done": done,
         "image_s": image_s,
+        "image_cpu_s": image_cpu_s,
         "info": info,
     }
     Path(args.json_out).write_text(json.dumps(record, indent=2))
