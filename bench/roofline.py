@@ -147,7 +147,7 @@ def main() -> None:
     parser.add_argument("--size", default="512x512")
     parser.add_argument("--batch", type=int, default=2, help="UNet batch (2 = one image with guidance)")
     parser.add_argument("--step-times", default=None,
-                        help="JSON written by `bench/unet_step_time.py ... --json` (same size and batch): "
+                        help="JSON written by `bench/unet_step_time.py ... --json` or `bench/speed_options.py ... --json` (same size and batch): "
                         "prints each variant's median step time as a multiple of the roofline minimum")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -172,6 +172,9 @@ def main() -> None:
         if (measured.get("size"), measured.get("batch")) != (args.size, args.batch):
             parser.error(f"{args.step_times} was measured at {measured.get('size')} batch {measured.get('batch')}, not {args.size} batch {args.batch}")
         for row in measured["rows"]:
+            if "median_wall_s" in row:  # bench/speed_options.py output: one row per (package, variant)
+                label = row["package"] if row["variant"] == "default" else f"{row['package']}:{row['variant']}"
+                row = {"label": label, "precision": row["precision"], "median_s": row["median_wall_s"], "median_cpu_s": row["median_cpu_s"]}
             # a variant whose heavy ops run in float is bound by the FP32 peak, else by the INT8 one
             bound = "fp32" if row["precision"] in ("fp32", "weight-only", "w8a16") else "int8"
             floor = result[f"roofline_step_s_{bound}"]

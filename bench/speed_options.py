@@ -174,12 +174,15 @@ def main(argv: list[str] | None = None) -> int:
             out = np.load(Path(tmp) / f"{label}-{variant}.npy")
             records[(label, variant)]["max_abs_diff_vs_default"] = float(np.max(np.abs(out - base)))
 
+    from nanoedge.runtime.manifest import Manifest
+
+    precisions = {label: Manifest.load(path).component("unet").get("precision", "?") for label, path in packages.items()}
     rows = []
     for label, variant, file in cells:
         record, base = records[(label, variant)], records[(label, "default")]
         wall, cpu = statistics.median(record["wall_s"]), statistics.median(record["cpu_s"])
         rows.append({
-            "package": label, "variant": variant, "what": VARIANTS.get(variant, f"model file {file}"),
+            "package": label, "variant": variant, "precision": precisions[label], "what": VARIANTS.get(variant, f"model file {file}"),
             "median_wall_s": round(wall, 3), "median_cpu_s": round(cpu, 3),
             "wall_ratio": round(wall / statistics.median(base["wall_s"]), 3), "cpu_ratio": round(cpu / statistics.median(base["cpu_s"]), 3),
             "create_s": round(statistics.median(record["create_s"]), 2), "peak_rss_mib": round(record["peak_rss_mib"]),
