@@ -138,7 +138,8 @@ def run_one(label: str, kind: str, path: str, config: Config, round_index: int, 
     log_file = work / "logs" / f"{config.key}-{label}-r{round_index}.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
     load_before = load_average()
-    run = _spawn(cmd, log_file, args.timeout, None if locked or not args.heavy_lock else args.unlocked_rss_limit_mib)
+    timeout = args.timeout if args.kill_at_epoch is None else max(1.0, min(args.timeout, args.kill_at_epoch - time.time()))
+    run = _spawn(cmd, log_file, timeout, None if locked or not args.heavy_lock else args.unlocked_rss_limit_mib)
     started, ended, status, usage, timed_out, rss_killed = run
     proc_returncode = os.waitstatus_to_exitcode(status)
     run = {"phase": phase, "config": config.key, "size": config.size, "steps": config.steps, "guidance": config.guidance,
@@ -305,6 +306,11 @@ def run_all(args) -> None:
     pending = [(i, item) for i, item in enumerate(plan, 1) if (item[0], item[1].key, item[2], item[3][0]) not in done]
     needs_lock = {label for label in args.lock_variants}
     retried: set = set()
+    walls: dict = {}
+    if runs_file.exists():
+        for line in runs_file.read_text().splitlines():
+            r = json.loads(line)
+            walls[(r["variant"], r["config"])] = r["wall_s"]
     while pending:
         if args.stop_at and time.strftime("%H:%M", time.gmtime()) >= args.stop_at:
             log.warning("--stop-at %s UTC reached: %d planned runs not started", args.stop_at, len(pending))
@@ -316,6 +322,13 @@ def run_all(args) -> None:
             continue
         position, lock = choice
         index, (phase, config, round_index, (label, kind, path)) = pending.pop(position)
+        previous_wall = walls.get((label, config.key))
+        if args.kill_at_epoch is not None and previous_wall is not None and time.time() + previous_wall > args.kill_at_epoch:
+            if lock is not None:
+                lock.close()
+            log.warning("    skipped %s %s round %d: its last run took %.0f s, past --kill-at %s", label, config.key, round_index, previous_wall, args.kill_at)
+            meta.setdefault("skipped", []).append(f"{phase} {config.key} r{round_index} {label}: the previous run took {previous_wall:.0f} s, it would end after --kill-at {args.kill_at} UTC")
+            continue
         if position:
             meta.setdefault("reordered", []).append(f"{phase} {config.key} r{round_index} {label} ran before {position} earlier-planned run(s) (lock busy or model not ready)")
         log.info("[%d/%d] %s %s round %d: %s%s", index, len(plan), phase, config.key, round_index, label, " (heavy-memory lock held)" if lock or whole_lock else "")
@@ -325,6 +338,7 @@ def run_all(args) -> None:
             if lock is not None:
                 lock.close()
         run["order"] = len(done) + 1
+        walls[(label, config.key)] = run["wall_s"]
         done.add((phase, config.key, round_index, label))
         if run.get("needs_lock") and (phase, config.key, round_index, label) not in retried:
             log.warning("    %s; will run again under the lock", run["error"])
@@ -382,6 +396,9 @@ def report(work: Path, out: Path, baseline: str = "diffusers", second: str = "op
           "Command(s), in order (a later one with --resume adds the runs the earlier left):", ""]
     md += [f"    {inv['command']}" for inv in meta.get("invocations", [{"command": meta["command"]}])]
     md += ["", f"Stopped early: {meta['stopped_early']}" if meta.get("stopped_early") else "All planned runs were started.", ""]
+    if meta.get("skipped"):
+        md += ["Runs not started because they would not have finished before the time limit:", ""]
+        md += [f"- {line}" for line in meta["skipped"]] + [""]
     if meta.get("reordered"):
         md += ["Runs started out of plan order (the heavy-memory lock was busy or a model folder was not written yet):", ""]
         md += [f"- {line}" for line in meta["reordered"]] + [""]
@@ -524,6 +541,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--unlocked-rss-limit-mib", type=float, default=5800, help="a run without the lock is killed past this RSS and run again under the lock")
     r.add_argument("--lock-whole-run", action="store_true", help="take --heavy-lock once and hold it until every run is done")
     r.add_argument("--stop-at", default=None, metavar="HH:MM", help="start no new run after this UTC time (the report covers what finished)")
+    r.add_argument("--kill-at", default=None, metavar="HH:MM", help="kill a run still going at this UTC time, and skip runs whose previous round would end after it")
     rep = sub.add_parser("report", help="rewrite the report from WORK/runs.jsonl")
     rep.add_argument("--work", type=Path, required=True)
     rep.add_argument("--out", type=Path, required=True)
@@ -555,6 +573,13 @@ def main(argv: list[str] | None = None) -> int:
     args.variants = variants
     args.scaling_variants = [v for v in args.scaling_variants.split(",") if v]
     args.lock_variants = [v for v in args.lock_variants.split(",") if v]
+    args.kill_at_epoch = None
+    if args.kill_at:
+        import calendar
+
+        hour, minute = (int(v) for v in args.kill_at.split(":"))
+        today = time.gmtime()
+        args.kill_at_epoch = calendar.timegm((today.tm_year, today.tm_mon, today.tm_mday, hour, minute, 0, 0, 0, 0))
     run_all(args)
     report(args.work, args.out, int8_label=args.int8_label)
     log.info("report written to %s", args.out)
