@@ -123,6 +123,19 @@ def latents_for(config: Config, work: Path, seed: int) -> Path:
     return path
 
 
+def _code_state() -> dict:
+    """The repository commit and whether runtime/ or targets/ had uncommitted edits when a run started."""
+    root = HERE.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=20).stdout.strip()
+        diff = subprocess.run(["git", "diff", "--", "runtime", "targets"], cwd=root, capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    import hashlib
+
+    return {"head": head, "runtime_targets_dirty": bool(diff), "diff_sha1": hashlib.sha1(diff.encode()).hexdigest()[:10] if diff else None}
+
+
 def run_one(label: str, kind: str, path: str, config: Config, round_index: int, args, phase: str, locked: bool = False) -> dict:
     work: Path = args.work
     image_dir = work / "images" / config.key
@@ -138,6 +151,7 @@ def run_one(label: str, kind: str, path: str, config: Config, round_index: int, 
     log_file = work / "logs" / f"{config.key}-{label}-r{round_index}.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
     load_before = load_average()
+    code_state = _code_state()
     timeout = args.timeout if args.kill_at_epoch is None else max(1.0, min(args.timeout, args.kill_at_epoch - time.time()))
     run = _spawn(cmd, log_file, timeout, None if locked or not args.heavy_lock else args.unlocked_rss_limit_mib)
     started, ended, status, usage, timed_out, rss_killed = run
@@ -146,7 +160,7 @@ def run_one(label: str, kind: str, path: str, config: Config, round_index: int, 
            "variant": label, "kind": kind, "path": path, "round": round_index, "command": " ".join(cmd),
            "wall_s": round(ended - started, 3),
            "cpu_s": round(usage.ru_utime + usage.ru_stime, 2), "loadavg_before": load_before, "loadavg_after": load_average(),
-           "model_bytes": model_bytes(kind, path), "image": str(image.relative_to(work)), "ok": False, "locked": locked}
+           "model_bytes": model_bytes(kind, path), "image": str(image.relative_to(work)), "ok": False, "locked": locked, "code": code_state}
     if rss_killed:
         run["needs_lock"] = True
         run["error"] = f"killed: RSS passed {args.unlocked_rss_limit_mib} MiB without the heavy-memory lock"
@@ -484,12 +498,12 @@ def report(work: Path, out: Path, baseline: str = "diffusers", second: str = "op
         md += ["## Failed runs", ""] + [f"- {r['config']} {r['variant']} round {r['round']}: {r['error'][:300]!r}" for r in failed] + [""]
     md += ["## Per-run records", "", "In run order. `image CPU s`: CPU seconds the process spent on the image (all threads); "
            "`CPU cores used`: CPU seconds / wall seconds of the whole process (2.0 = both cores to itself).", "",
-           "| phase | config | round | variant | cold start s | image s | image CPU s | peak RSS MiB | CPU cores used | load before→after |",
-           "|---|---|---:|---|---:|---:|---:|---:|---:|---|"]
+           "| phase | config | round | variant | cold start s | image s | image CPU s | peak RSS MiB | CPU cores used | load before→after | commit |",
+           "|---|---|---:|---|---:|---:|---:|---:|---:|---|---|"]
     for r in runs:
         if r["ok"]:
             md.append(f"| {r['phase']} | {r['config']} | {r['round']} | {r['variant']} | {r['cold_start_s']:.1f} | {', '.join(f'{v:.1f}' for v in r['image_s'])} | "
-                      f"{', '.join(f'{v:.1f}' for v in r.get('image_cpu_s', []))} | {r['peak_rss_mib']:.0f} | {r['cpu_utilization']:.2f} | {r['loadavg_before'][0]}→{r['loadavg_after'][0]} |")
+                      f"{', '.join(f'{v:.1f}' for v in r.get('image_cpu_s', []))} | {r['peak_rss_mib']:.0f} | {r['cpu_utilization']:.2f} | {r['loadavg_before'][0]}→{r['loadavg_after'][0]} | {(r.get('code') or {}).get('head', '?')}{'+dirty' if (r.get('code') or {}).get('runtime_targets_dirty') else ''} |")
     if copy_images:
         from PIL import Image
 
