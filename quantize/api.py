@@ -116,6 +116,18 @@ def resolve_schemes(scheme: str, overrides: dict[str, str | None]) -> dict[str, 
     return result
 
 
+def _warn_cpu_scheme_for_npu(manifest: Manifest, schemes: dict[str, str]) -> None:
+    """A package exported for the HTP wants every operator quantized: ``int8`` (the CPU recipe,
+    float norms and softmax) and ``dynamic`` would leave nodes the HTP hands back to the CPU."""
+    targets = {(c.get("rewrites") or {}).get("target") for c in manifest.components.values()}
+    cpu_only = sorted({s for s in schemes.values() if s in ("int8", "dynamic", "weight-only")})
+    if "qnn" in targets and cpu_only:
+        log.warning(
+            "this package was exported for qnn; %s is a CPU recipe whose float operators the HTP will not take: "
+            "use --scheme w8a8 (INT8 for NPUs) or w8a16", "/".join(cpu_only),
+        )
+
+
 def _check_source(manifest: Manifest) -> None:
     quantized = {n: c.get("precision") for n, c in manifest.components.items() if c.get("precision") != "fp32"}
     if quantized or manifest.data.get("quantization"):
@@ -385,6 +397,7 @@ def quantize_package(source: "str | Path", output: "str | Path", options: Quanti
 
     with tempfile.TemporaryDirectory(prefix="nanoedge-quantize-", dir=work_parent) as tmp:
         job = _Quantizer(source_manifest, options, Path(tmp), notify)
+        _warn_cpu_scheme_for_npu(source_manifest, job.schemes)
         if all(s == "fp32" for s in job.schemes.values()):
             raise InvalidRequestError("every component is set to fp32: nothing to quantize", hint="choose a scheme for at least one component")
         job.record()

@@ -212,3 +212,18 @@ def test_w8a8_sixteen_bit_rules_pick_structure_not_names():
     w8a8 = recipe_for("w8a8")
     assert w8a8.activation_type == "uint8" and set(w8a8.sixteen_bit) == {"io", "residual", "softmax", "norm", "silu"}
     assert w8a8.as_dict()["sixteen_bit"] == list(w8a8.sixteen_bit) and recipe_for("w8a16").sixteen_bit == ()
+
+
+def test_cpu_scheme_on_a_qnn_export_warns(caplog):
+    from types import SimpleNamespace
+
+    from nanoedge.quantize.api import _warn_cpu_scheme_for_npu
+
+    qnn = SimpleNamespace(components={"unet": {"rewrites": {"target": "qnn"}}, "vae_decoder": {}})
+    plain = SimpleNamespace(components={"unet": {}})
+    with caplog.at_level("WARNING", logger="nanoedge.quantize.api"):
+        _warn_cpu_scheme_for_npu(qnn, {"unet": "w8a8", "vae_decoder": "w8a16"})
+        _warn_cpu_scheme_for_npu(plain, {"unet": "int8"})
+        assert not caplog.records
+        _warn_cpu_scheme_for_npu(qnn, {"unet": "int8", "vae_decoder": "w8a8"})
+    assert len(caplog.records) == 1 and "w8a8" in caplog.records[0].getMessage()
