@@ -290,6 +290,7 @@ def run_all(args) -> None:
                 problem = check_provenance(path, work)
                 if problem:
                     raise SystemExit(f"{label}: {problem} (--skip-provenance-check to run anyway)")
+    work.mkdir(parents=True, exist_ok=True)
     runs_file = work / "runs.jsonl"
     if not args.resume:
         runs_file.unlink(missing_ok=True)
