@@ -33,9 +33,10 @@ from pathlib import Path
 import numpy as np
 
 VARIANTS = {
-    "default": "the runtime's session (ORT_ENABLE_ALL, arena + memory pattern on, threads = cores, spinning on)",
+    "default": "the runtime's session (targets.session_options: ORT_ENABLE_ALL, arena on, threads = cores, spinning on)",
     "no-arena": "enable_cpu_mem_arena = False (allocations go straight to malloc/free)",
     "no-mem-pattern": "enable_mem_pattern = False (no pre-planned activation buffer)",
+    "mem-pattern": "enable_mem_pattern = True (the onnxruntime default the runtime used before f79390e)",
     "no-spin": "session.intra_op.allow_spinning = 0 (idle pool threads sleep instead of spinning)",
     "parallel": "execution_mode = ORT_PARALLEL, inter_op_num_threads = 2 (independent branches run concurrently)",
     "extended": "graph_optimization_level = ORT_ENABLE_EXTENDED (everything but the NCHWc layout transforms)",
@@ -57,6 +58,8 @@ def _options(variant: str):
         options.enable_cpu_mem_arena = False
     elif variant == "no-mem-pattern":
         options.enable_mem_pattern = False
+    elif variant == "mem-pattern":
+        options.enable_mem_pattern = True
     elif variant == "no-spin":
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     elif variant == "parallel":

@@ -40,6 +40,12 @@ def session_options(
         # every activation of the run (peak RSS 5.8 GB fp32 / 2.9 GB int8) where the arena alone
         # reuses freed buffers (3.6 / 1.7 GB) at the same speed; see docs/speed.md.
         options.enable_mem_pattern = False
+        # Idle pool threads sleep instead of spinning between ops (NANOEDGE_SPIN=1 restores
+        # spinning): every op of a 512 px step is milliseconds long, so waking costs nothing
+        # measurable, while spinning burnt 5-20% more CPU per step and lost wall time whenever
+        # anything else wanted the cores (docs/speed.md).
+        if os.environ.get("NANOEDGE_SPIN", "0") != "1":
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads is None:
         env = os.environ.get("NANOEDGE_THREADS")
         threads = int(env) if env else None

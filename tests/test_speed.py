@@ -19,6 +19,14 @@ def test_cpu_sessions_skip_memory_pattern_planning():
     assert session_options(get_profile("cpu")).enable_cpu_mem_arena is True  # turning the arena off was slower
 
 
+def test_cpu_sessions_do_not_spin_unless_asked(monkeypatch):
+    monkeypatch.delenv("NANOEDGE_SPIN", raising=False)
+    assert session_options(get_profile("cpu")).get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    monkeypatch.setenv("NANOEDGE_SPIN", "1")
+    with pytest.raises(Exception):  # onnxruntime raises for an entry that was never set
+        session_options(get_profile("cpu")).get_session_config_entry("session.intra_op.allow_spinning")
+
+
 def test_roofline_counts_every_conv_and_matmul(tiny_package: Path):
     torch = pytest.importorskip("torch")
     pytest.importorskip("onnx")
