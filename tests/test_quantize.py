@@ -6,6 +6,8 @@ for the module (``calibration_dir``), so the whole file stays fast on a shared 2
 
 from __future__ import annotations
 
+import collections
+
 import math
 from pathlib import Path
 
@@ -117,6 +119,14 @@ def test_unet_graph_holds_the_scheme(quantized, scheme: str, present: set[str], 
     if scheme == "w8a16":
         assert onnx.TensorProto.UINT16 in types  # 16-bit activation zero points
         assert next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 21
+    if scheme == "w8a8":
+        # 8-bit activations, with the residual/norm/softmax/SiLU tensors and the graph's ends at 16 bits
+        zero_points = {t.name: t.data_type for t in model.graph.initializer}
+        activation_bits = collections.Counter(
+            zero_points.get(n.input[2]) for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in zero_points
+        )
+        assert activation_bits[onnx.TensorProto.UINT8] > 0 and activation_bits[onnx.TensorProto.UINT16] > 0, activation_bits
+        assert "sample" in {n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear" and zero_points.get(n.input[2]) == onnx.TensorProto.UINT16}
     if scheme == "int8":
         # Attention score products (two activations) stay float: only constant-weight MatMuls are quantized.
         producers = {o: n for n in model.graph.node for o in n.output}

@@ -199,18 +199,20 @@ def test_w8a8_sixteen_bit_rules_pick_structure_not_names():
         helper.make_node("Mul", ["hb", "sg"], ["silu"], name="silu"),
         helper.make_node("Softmax", ["silu"], ["p"], name="sm"),
         helper.make_node("Add", ["p", "h"], ["res"], name="res"),  # two computed tensors: residual
+        helper.make_node("Concat", ["res", "h"], ["cat"], name="cat", axis=1),
     ]
     graph = helper.make_graph(
         nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-        [helper.make_tensor_value_info("res", TensorProto.FLOAT, [1, 4])], [w, bias],
+        [helper.make_tensor_value_info("cat", TensorProto.FLOAT, [1, 8])], [w, bias],
     )
     assert sixteen_bit_tensors(graph, ()) == []
-    assert sixteen_bit_tensors(graph, ("io",)) == ["x", "res"]
+    assert sixteen_bit_tensors(graph, ("io",)) == ["x", "cat"]
+    assert sixteen_bit_tensors(graph, ("concat",)) == ["cat"]
     assert sixteen_bit_tensors(graph, ("residual",)) == ["res"]
     assert sixteen_bit_tensors(graph, ("silu",)) == ["silu"]
     assert sixteen_bit_tensors(graph, ("softmax",)) == ["silu", "p"]
     w8a8 = recipe_for("w8a8")
-    assert w8a8.activation_type == "uint8" and set(w8a8.sixteen_bit) == {"io", "residual", "softmax", "norm", "silu"}
+    assert w8a8.activation_type == "uint8" and set(w8a8.sixteen_bit) == {"io", "residual", "softmax", "norm", "silu", "concat"}
     assert w8a8.as_dict()["sixteen_bit"] == list(w8a8.sixteen_bit) and recipe_for("w8a16").sixteen_bit == ()
 
 
