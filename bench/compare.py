@@ -309,6 +309,15 @@ def run_all(args) -> None:
     meta["invocations"] = previous.get("invocations", []) + [{"command": meta["command"], "started_utc": meta["started_utc"]}]
     if previous:
         meta["started_utc"] = previous.get("started_utc", meta["started_utc"])
+        # a resumed run may name fewer variants/configs: keep the earlier ones in the report
+        labels = {v["label"] for v in meta["variants"]}
+        meta["variants"] = [v for v in previous.get("variants", []) if v["label"] not in labels] + meta["variants"]
+        order = [v["label"] for v in previous.get("variants", [])]
+        meta["variants"].sort(key=lambda v: order.index(v["label"]) if v["label"] in order else len(order))
+        for key in ("configs", "scaling", "scaling_variants"):
+            meta[key] = list(dict.fromkeys(previous.get(key, []) + meta[key]))
+        meta["rounds"] = max(meta["rounds"], previous.get("rounds", 0))
+        meta["scaling_rounds"] = max(meta["scaling_rounds"], previous.get("scaling_rounds", 0))
     (work / "meta.json").write_text(json.dumps(meta, indent=2))
     whole_lock = None
     if args.heavy_lock and args.lock_whole_run:
@@ -397,6 +406,7 @@ def report(work: Path, out: Path, baseline: str = "diffusers", second: str = "op
     runs = [json.loads(line) for line in (work / "runs.jsonl").read_text().splitlines() if line.strip()]
     add_psnr(runs, work, baseline)
     order = [v["label"] for v in meta["variants"]]
+    order += [label for label in dict.fromkeys(r["variant"] for r in runs) if label not in order]  # from earlier invocations
     configs = {}
     for r in runs:
         configs.setdefault(r["config"], Config(int(r["size"].split("x")[0]), int(r["size"].split("x")[1]), int(r["steps"]), float(r["guidance"])))
