@@ -38,6 +38,8 @@ VARIANTS = {
     "no-mem-pattern": "enable_mem_pattern = False (no pre-planned activation buffer)",
     "mem-pattern": "enable_mem_pattern = True (the onnxruntime default the runtime used before f79390e)",
     "no-spin": "session.intra_op.allow_spinning = 0 (idle pool threads sleep instead of spinning)",
+    "spin": "NANOEDGE_SPIN=1: idle pool threads spin (onnxruntime's default, the runtime's before 2b85fba)",
+    "old-default": "the runtime's session before f79390e: memory pattern on and spinning (onnxruntime's defaults)",
     "parallel": "execution_mode = ORT_PARALLEL, inter_op_num_threads = 2 (independent branches run concurrently)",
     "extended": "graph_optimization_level = ORT_ENABLE_EXTENDED (everything but the NCHWc layout transforms)",
     "basic": "graph_optimization_level = ORT_ENABLE_BASIC (constant folding and redundant-node removal only)",
@@ -53,8 +55,12 @@ def _options(variant: str):
     from nanoedge.targets import get_profile
     from nanoedge.targets.session import session_options
 
+    if variant in ("spin", "old-default"):
+        os.environ["NANOEDGE_SPIN"] = "1"
     options = session_options(get_profile("cpu"))
-    if variant == "no-arena":
+    if variant == "old-default":
+        options.enable_mem_pattern = True
+    elif variant == "no-arena":
         options.enable_cpu_mem_arena = False
     elif variant == "no-mem-pattern":
         options.enable_mem_pattern = False

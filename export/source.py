@@ -141,7 +141,7 @@ def load_decoder(source: str, seed: int = 0) -> DecoderSource:
         torch.manual_seed(seed)
         vae = getattr(diffusers, cls_name).from_config(preset["vae"])
         origin = {"kind": "preset", "name": name, "seed": seed, "architecture_of": preset.get("reference")}
-        return DecoderSource(vae.eval().to(torch.float32), _DECODER_CLASSES[cls_name], origin)
+        return DecoderSource(vae.eval(), _DECODER_CLASSES[cls_name], origin)
     path = Path(source).expanduser()
     if path.exists():
         subfolder = None
