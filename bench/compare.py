@@ -415,7 +415,7 @@ def report(work: Path, out: Path, baseline: str = "diffusers", second: str = "op
     scaling_summary = summarize(runs)  # scaling curves use every run of their variants (main configs included)
     loads = [v for r in runs for v in (r["loadavg_before"][:1] + r["loadavg_after"][:1])]
     result = {"meta": meta, "summary": summary, "targets": {}, "load_average_1min": {"min": min(loads, default=None), "max": max(loads, default=None),
-              "median": float(np.median(loads)) if loads else None}, "runs": runs}
+              "median": round(float(np.median(loads)), 2) if loads else None}, "runs": runs}
     out.mkdir(parents=True, exist_ok=True)
     md = [f"# Side-by-side benchmark: diffusers vs optimum-onnx vs nanoedge ({meta['started_utc']})", "",
           "Command(s), in order (a later one with --resume adds the runs the earlier left):", ""]
@@ -435,7 +435,8 @@ def report(work: Path, out: Path, baseline: str = "diffusers", second: str = "op
           f"{meta['machine'].get('ram_gib')} GiB RAM; 1-min load average during the run "
           f"{result['load_average_1min']['min']}–{result['load_average_1min']['max']} (median {result['load_average_1min']['median']}).", "",
           "Versions: " + ", ".join(f"{k} {v}" for k, v in meta["machine"].get("versions", {}).items()), "",
-          f"Rounds: {meta['rounds']} (variants interleaved A B C ... per round, each run a fresh process), "
+          f"Rounds planned: up to {meta['rounds']} (variants interleaved A B C ... per round, each run a fresh process; "
+          "the (n) column counts the images actually measured), "
           f"{meta['images_per_process']} image(s) per process. Image time = "
           + ("generation time of the images after the first in each process." if meta["images_per_process"] > 1 else
              "generation time of the process's one image (model already loaded; includes first-run warm-up).") , ""]
@@ -462,7 +463,8 @@ def report(work: Path, out: Path, baseline: str = "diffusers", second: str = "op
         md += [f"![{config.title}]({chart.name})", ""]
     # scaling curves: series over size at fixed (steps, guidance), and over steps at fixed (size, guidance)
     scaling_variants = meta.get("scaling_variants") or []
-    if meta.get("scaling") and scaling_variants:
+    has_scaling_runs = any(r["phase"] == "scaling" for r in runs)
+    if meta.get("scaling") and scaling_variants and has_scaling_runs:
         md += ["## Scaling curves", "", f"Variants {', '.join(scaling_variants)}; {meta['scaling_rounds']} round(s) for the extra points, "
                "the main table's points included.", ""]
         keys = [k for k in scaling_summary if any(v in scaling_summary[k] for v in scaling_variants)]
