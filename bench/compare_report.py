@@ -146,9 +146,12 @@ def render_table(config: Config, variants: dict[str, dict[str, Any]], order: lis
     base_t = (base.get("image_s") or {}).get("median")
     base_rss = (base.get("peak_rss_mib") or {}).get("median")
     other_t = (other.get("image_s") or {}).get("median")
+    base_cpu = (base.get("image_cpu_s") or {}).get("median")
+    other_cpu = (other.get("image_cpu_s") or {}).get("median")
     head = ["variant", "image s (median)", "min–max (n)", "image CPU s", f"speed-up vs {baseline}"]
     if second:
         head.append(f"speed-up vs {second}")
+    head.append(f"CPU-s ratio vs {baseline}" + (f" / {second}" if second else ""))
     head += ["cold start s", "peak RSS MiB", f"RSS vs {baseline}", "model MB on disk", f"PSNR vs {baseline}"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
     for label in order:
@@ -165,6 +168,8 @@ def render_table(config: Config, variants: dict[str, dict[str, Any]], order: lis
                _fmt(ratio(base_t, t["median"]), 2, "×")]
         if second:
             row.append(_fmt(ratio(other_t, t["median"]), 2, "×"))
+        cpu_ratio = _fmt(ratio(base_cpu, cpu), 2, "×")
+        row.append(cpu_ratio + (f" / {_fmt(ratio(other_cpu, cpu), 2, '×')}" if second else ""))
         rss = v["peak_rss_mib"]["median"]
         row += [_fmt(v["cold_start_s"]["median"], 1), _fmt(rss, 0), _fmt(None if base_rss is None or rss is None else rss / base_rss, 2, "×"),
                 _fmt(None if v["model_bytes"] is None else v["model_bytes"] / 1e6, 0), _fmt_psnr(v["psnr_vs_diffusers"]) if label != baseline else "(reference)"]
