@@ -68,11 +68,76 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--guidance", type=float, default=5.0)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--show", type=int, default=6, help="how many of the first denoising steps to judge")
+    parser.add_argument("--layout-probe", type=int, default=0, metavar="STEPS", help="instead: train a fresh model on the pure-noise step only (CHECKPOINT gives the VAE)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if args.layout_probe:
+        layout_probe(args.checkpoint, steps=args.layout_probe)
+        return 0
     for row in first_step_judgements(args.checkpoint, args.steps, args.guidance, show=args.show):
         print(json.dumps(row))
     return 0
+
+
+
+def layout_probe(vae_folder: "str | Path", steps: int = 300, scenes: int = 3000, batch: int = 32, lr: float = 1e-3, seed: int = 0, report=print) -> list[dict]:
+    """Train a fresh text encoder + UNet (the shipped configs) on the pure-noise step only.
+
+    At zero SNR the v target there is minus the clean latent, so this asks the architecture
+    one thing: can it draw the prompt's conditional mean image (colour and place) from text
+    alone? Returns the judged accuracy of its x0 on the evaluation prompts every 100 steps.
+    """
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from PIL import Image
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from nanoedge.runtime.demo.judge import judge_image
+    from nanoedge.runtime.demo.world import evaluation_prompts
+
+    from .configs import TEXT_MAX_LENGTH, UNET_CONFIG, text_encoder_config
+    from .data import draw_captions, render_scene_set
+    from .tokenizer import BOS, EOS, PAD, build_tokenizer
+    from .train import encode_latents
+
+    torch.manual_seed(seed)
+    data = render_scene_set(seed, scenes)
+    vae = AutoencoderKL.from_pretrained(Path(vae_folder) / "vae").eval()
+    latents = encode_latents(vae, data.images)
+    scaling = float(1.0 / latents.std())
+    tokenizer = build_tokenizer(TEXT_MAX_LENGTH)
+    vocab = tokenizer.get_vocab()
+    text_encoder = CLIPTextModel(CLIPTextConfig(**text_encoder_config(len(vocab), vocab[BOS], vocab[EOS], vocab[PAD])))
+    unet = UNet2DConditionModel(**UNET_CONFIG)
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    rng = np.random.default_rng(seed)
+    generator = torch.Generator().manual_seed(seed)
+    ids = lambda texts: torch.tensor([e.ids for e in tokenizer.encode_batch(texts)], dtype=torch.long)  # noqa: E731
+    prompts = [p.prompt for p in evaluation_prompts()]
+    t = torch.full((batch,), 999)
+    rows = []
+    for step in range(1, steps + 1):
+        index = rng.integers(0, len(data), batch)
+        z0 = latents[torch.from_numpy(index)] * scaling
+        noise = torch.randn(z0.shape, generator=generator)
+        pred = unet(noise, t, text_encoder(ids(draw_captions(data.scenes, index, rng, 0.0)))[0]).sample
+        loss = torch.nn.functional.mse_loss(pred, -z0)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if step % 100 == 0:
+            with torch.no_grad():
+                noise = torch.randn(len(prompts), 4, UNET_CONFIG["sample_size"], UNET_CONFIG["sample_size"], generator=torch.Generator().manual_seed(7))
+                x0 = -unet(noise, torch.full((len(prompts),), 999), text_encoder(ids(prompts))[0]).sample
+                pixels = vae.decode(x0 / scaling).sample
+            arrays = ((pixels.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+            scores: dict[str, list[bool]] = {}
+            for prompt, array in zip(prompts, arrays):
+                for attribute, ok in judge_image(Image.fromarray(array), prompt).correct.items():
+                    scores.setdefault(attribute, []).append(ok)
+            rows.append({"step": step, "loss": round(loss.item(), 4), **{k: round(float(np.mean(v)), 3) for k, v in scores.items()}})
+            report(json.dumps(rows[-1]))
+    return rows
 
 
 if __name__ == "__main__":
