@@ -62,6 +62,40 @@ def first_step_judgements(checkpoint: "str | Path", steps: int = 20, guidance: f
     return rows
 
 
+def explained_variance(vae_folder: "str | Path", scenes: int = 1500, seed: int = 0) -> dict[str, float]:
+    """Variance of the scaled latents left once scene attributes are known (1.0: nothing explained).
+
+    What a model could at best reach at the pure-noise step (its v target is minus the latent)
+    if it read those attributes from the caption: the floor the layout probe's loss is judged by.
+    """
+    from diffusers import AutoencoderKL
+
+    from .data import render_scene_set
+    from .train import encode_latents
+
+    data = render_scene_set(seed, scenes)
+    vae = AutoencoderKL.from_pretrained(Path(vae_folder) / "vae").eval()
+    latents = encode_latents(vae, data.images)
+    latents = latents / latents.std()
+
+    def residual(key) -> float:
+        groups: dict = {}
+        for i, scene in enumerate(data.scenes):
+            groups.setdefault(key(scene), []).append(i)
+        total = 0.0
+        for members in groups.values():
+            chunk = latents[torch.tensor(members)]
+            total += float(((chunk - chunk.mean(0)) ** 2).sum())
+        return round(total / latents.numel(), 3)
+
+    return {
+        "nothing": residual(lambda s: 0),
+        "background": residual(lambda s: s.background),
+        "background_colour_position": residual(lambda s: (s.background, s.colour, s.position)),
+        "every_attribute": residual(lambda s: (s.background, s.colour, s.position, s.shape, s.size)),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nanoedge.export.training.diagnose", description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint")
@@ -69,10 +103,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--show", type=int, default=6, help="how many of the first denoising steps to judge")
     parser.add_argument("--layout-probe", type=int, default=0, metavar="STEPS", help="instead: train a fresh model on the pure-noise step only (CHECKPOINT gives the VAE)")
+    parser.add_argument("--probe-lr", type=float, default=1e-3, help="AdamW learning rate of the layout probe")
+    parser.add_argument("--explained-variance", action="store_true", help="instead: latent variance left once scene attributes are known")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if args.explained_variance:
+        print(json.dumps(explained_variance(args.checkpoint)))
+        return 0
     if args.layout_probe:
-        layout_probe(args.checkpoint, steps=args.layout_probe)
+        layout_probe(args.checkpoint, steps=args.layout_probe, lr=args.probe_lr)
         return 0
     for row in first_step_judgements(args.checkpoint, args.steps, args.guidance, show=args.show):
         print(json.dumps(row))
