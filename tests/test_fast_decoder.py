@@ -135,3 +135,33 @@ def test_decoder_from_a_saved_folder(tmp_path: Path):
     latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(loaded.vae.decode(latents).sample, saved.vae.decode(latents).sample)
+
+
+def test_decoder_from_a_hub_id_uses_from_pretrained(tmp_path: Path, monkeypatch):
+    """A hub id goes through diffusers' own loading (here redirected to a local copy: no network)."""
+    from nanoedge.runtime.errors import ExportError
+
+    load_decoder("preset:taesd").vae.save_pretrained(tmp_path / "taesd")
+    real_config, real_weights = diffusers.AutoencoderTiny.load_config, diffusers.AutoencoderTiny.from_pretrained
+    asked = []
+
+    def load_config(name, *args, **kwargs):
+        asked.append(("config", name))
+        return real_config(str(tmp_path / "taesd"), *args, **kwargs)
+
+    def from_pretrained(name, *args, **kwargs):
+        asked.append(("weights", name))
+        return real_weights(str(tmp_path / "taesd"), *args, **kwargs)
+
+    monkeypatch.setattr(diffusers.AutoencoderTiny, "load_config", load_config)
+    monkeypatch.setattr(diffusers.AutoencoderTiny, "from_pretrained", from_pretrained)
+    loaded = load_decoder("madebyollin/taesd")
+    assert asked[:2] == [("config", "madebyollin/taesd"), ("weights", "madebyollin/taesd")]
+    assert loaded.family == "taesd" and loaded.provenance == {"kind": "hub", "repo_id": "madebyollin/taesd"}
+
+    def offline(name, *args, **kwargs):
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
+
+    monkeypatch.setattr(diffusers.AutoencoderTiny, "load_config", offline)
+    with pytest.raises(ExportError, match="could not load the decoder"):
+        load_decoder("madebyollin/taesd")
