@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--show", type=int, default=6, help="how many of the first denoising steps to judge")
     parser.add_argument("--layout-probe", type=int, default=0, metavar="STEPS", help="instead: train a fresh model on the pure-noise step only (CHECKPOINT gives the VAE)")
     parser.add_argument("--probe-lr", type=float, default=1e-3, help="AdamW learning rate of the layout probe")
+    parser.add_argument("--probe-cross-attention-16", action="store_true", help="layout probe with cross-attention at 16x16 too")
     parser.add_argument("--explained-variance", action="store_true", help="instead: latent variance left once scene attributes are known")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(explained_variance(args.checkpoint)))
         return 0
     if args.layout_probe:
-        layout_probe(args.checkpoint, steps=args.layout_probe, lr=args.probe_lr)
+        layout_probe(args.checkpoint, steps=args.layout_probe, lr=args.probe_lr, cross_attention_16=args.probe_cross_attention_16)
         return 0
     for row in first_step_judgements(args.checkpoint, args.steps, args.guidance, show=args.show):
         print(json.dumps(row))
@@ -119,12 +120,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 
-def layout_probe(vae_folder: "str | Path", steps: int = 300, scenes: int = 3000, batch: int = 32, lr: float = 1e-3, seed: int = 0, report=print) -> list[dict]:
+def layout_probe(
+    vae_folder: "str | Path", steps: int = 300, scenes: int = 3000, batch: int = 32, lr: float = 1e-3, seed: int = 0, report=print, cross_attention_16: bool = False
+) -> list[dict]:
     """Train a fresh text encoder + UNet (the shipped configs) on the pure-noise step only.
 
     At zero SNR the v target there is minus the clean latent, so this asks the architecture
     one thing: can it draw the prompt's conditional mean image (colour and place) from text
     alone? Returns the judged accuracy of its x0 on the evaluation prompts every 100 steps.
+    ``cross_attention_16`` puts cross-attention in the 16x16 blocks too (the shipped UNet has
+    it from 8x8 down).
     """
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from PIL import Image
@@ -146,7 +151,11 @@ def layout_probe(vae_folder: "str | Path", steps: int = 300, scenes: int = 3000,
     tokenizer = build_tokenizer(TEXT_MAX_LENGTH)
     vocab = tokenizer.get_vocab()
     text_encoder = CLIPTextModel(CLIPTextConfig(**text_encoder_config(len(vocab), vocab[BOS], vocab[EOS], vocab[PAD])))
-    unet = UNet2DConditionModel(**UNET_CONFIG)
+    unet_config = dict(UNET_CONFIG)
+    if cross_attention_16:
+        unet_config["down_block_types"] = ["CrossAttnDownBlock2D"] * len(unet_config["down_block_types"])
+        unet_config["up_block_types"] = ["CrossAttnUpBlock2D"] * len(unet_config["up_block_types"])
+    unet = UNet2DConditionModel(**unet_config)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     rng = np.random.default_rng(seed)
