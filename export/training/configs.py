@@ -65,8 +65,8 @@ def text_encoder_config(vocab_size: int, bos_id: int, eos_id: int, pad_id: int) 
 
 
 #: SD's own noise schedule (epsilon prediction), with DDIM as the sampler the package defaults to.
-#: ``scheduler_config`` derives the variant a training run uses (v-prediction, zero terminal SNR,
-#: trailing spacing: docs/demo-model.md says why position needs it).
+#: ``scheduler_config`` derives the variant a run can ask for (v-prediction, zero terminal SNR,
+#: trailing spacing); docs/demo-model.md has what it did for position (not enough, so far).
 SCHEDULER_CONFIG: dict[str, Any] = {
     "_class_name": "DDIMScheduler",
     "num_train_timesteps": 1000,
