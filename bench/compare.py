@@ -475,21 +475,24 @@ def report(work: Path, out: Path, baseline: str = "diffusers", second: str = "op
             by_res.setdefault((c.steps, c.guidance), []).append(c)
             by_steps.setdefault((c.size, c.guidance), []).append(c)
         panels = []
-        rows = ["| curve | point | " + " | ".join(f"{v} image s | {v} peak RSS MiB" for v in scaling_variants) + " |",
-                "|---|---|" + "---:|---:|" * len(scaling_variants)]
+        rows = ["| curve | point | " + " | ".join(f"{v} image s | {v} image CPU s | {v} peak RSS MiB" for v in scaling_variants) + " |",
+                "|---|---|" + "---:|---:|---:|" * len(scaling_variants)]
         def add_curve(name: str, xlabel: str, cs: list[Config], xof) -> None:
             cs = sorted(cs, key=xof)
-            time_series, rss_series = {}, {}
+            time_series, rss_series, cpu_series = {}, {}, {}
             for v in scaling_variants:
                 time_series[v] = [(xof(c), (scaling_summary[c.key].get(v) or {}).get("image_s", {}).get("median")) for c in cs]
+                cpu_series[v] = [(xof(c), (scaling_summary[c.key].get(v) or {}).get("image_cpu_s", {}).get("median")) for c in cs]
                 rss_series[v] = [(xof(c), (scaling_summary[c.key].get(v) or {}).get("peak_rss_mib", {}).get("median")) for c in cs]
             panels.append({"title": f"image time vs {xlabel} ({name})", "xlabel": xlabel, "unit": "s", "series": time_series})
+            panels.append({"title": f"image CPU seconds vs {xlabel} ({name})", "xlabel": xlabel, "unit": "CPU s", "series": cpu_series})
             panels.append({"title": f"peak RSS vs {xlabel} ({name})", "xlabel": xlabel, "unit": "MiB", "series": rss_series})
             for c in cs:
                 cells = []
                 for v in scaling_variants:
                     s = scaling_summary[c.key].get(v) or {}
                     cells += [f"{s['image_s']['median']:.2f}" if s and s["image_s"]["n"] else "—",
+                              f"{s['image_cpu_s']['median']:.1f}" if s and s["image_cpu_s"]["n"] else "—",
                               f"{s['peak_rss_mib']['median']:.0f}" if s and s["peak_rss_mib"]["n"] else "—"]
                 rows.append(f"| {xlabel} ({name}) | {xof(c):g} | " + " | ".join(cells) + " |")
         for (steps, guidance), cs in sorted(by_res.items()):
@@ -500,9 +503,9 @@ def report(work: Path, out: Path, baseline: str = "diffusers", second: str = "op
                 add_curve(f"{size}, g{guidance:g}", "steps", cs, lambda c: c.steps)
         md += rows + [""]
         if panels:
-            for i in range(0, len(panels), 4):
-                chart = out / f"scaling-{i // 4 + 1}.png"
-                line_chart(panels[i : i + 4], chart, "bk-sdm-tiny scaling: " + ", ".join(scaling_variants))
+            for i in range(0, len(panels), 6):
+                chart = out / f"scaling-{i // 6 + 1}.png"
+                line_chart(panels[i : i + 6], chart, "bk-sdm-tiny scaling: " + ", ".join(scaling_variants))
                 charts.append(chart.name)
                 md += [f"![scaling]({chart.name})", ""]
         result["scaling"] = {k: {v: scaling_summary[k][v] for v in scaling_variants if v in scaling_summary[k]} for k in keys}

@@ -298,7 +298,7 @@ def line_chart(panels: list[dict[str, Any]], path: "str | os.PathLike[str]", tit
     from PIL import Image, ImageDraw
 
     pw, ph, pad, left, bottom = 420, 300, 18, 62, 46
-    columns = min(2, len(panels)) or 1
+    columns = min(3, len(panels)) or 1
     rows = (len(panels) + columns - 1) // columns
     width = pad + columns * (pw + pad)
     height = 50 + rows * (ph + 20) + 20
