@@ -32,39 +32,37 @@ from pathlib import Path  # noqa: E402
 PROMPT = "a photo of a red fox in the snow, highly detailed"
 
 
-def _diffusers_runner(path: str, guidance: float):
+def _pndm_runner(pipe, guidance: float):
+    """The image call shared by the diffusers and optimum pipelines: PNDM, our latents, one PIL image."""
     import torch
-    from diffusers import PNDMScheduler, StableDiffusionPipeline
+    from diffusers import PNDMScheduler
 
-    pipe = StableDiffusionPipeline.from_pretrained(path, torch_dtype=torch.float32, safety_checker=None, requires_safety_checker=False)
     pipe.scheduler = PNDMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
-    info = {"torch": torch.__version__, "torch_threads": torch.get_num_threads(), "scheduler": type(pipe.scheduler).__name__}
 
     def run(latents, size, steps):
         with torch.inference_mode():
             return pipe(PROMPT, height=size[1], width=size[0], num_inference_steps=steps, guidance_scale=guidance,
                         latents=torch.from_numpy(latents.copy()), output_type="pil").images[0]
 
-    return run, info
+    return run
+
+
+def _diffusers_runner(path: str, guidance: float):
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(path, torch_dtype=torch.float32, safety_checker=None, requires_safety_checker=False)
+    run = _pndm_runner(pipe, guidance)
+    return run, {"torch": torch.__version__, "torch_threads": torch.get_num_threads(), "scheduler": type(pipe.scheduler).__name__}
 
 
 def _optimum_runner(path: str, guidance: float):
-    import torch
-    from diffusers import PNDMScheduler
     from optimum.onnxruntime import ORTStableDiffusionPipeline
 
     pipe = ORTStableDiffusionPipeline.from_pretrained(path, provider="CPUExecutionProvider")
-    pipe.scheduler = PNDMScheduler.from_config(pipe.scheduler.config)
-    pipe.set_progress_bar_config(disable=True)
-    info = {"scheduler": type(pipe.scheduler).__name__}
-
-    def run(latents, size, steps):
-        with torch.inference_mode():
-            return pipe(PROMPT, height=size[1], width=size[0], num_inference_steps=steps, guidance_scale=guidance,
-                        latents=torch.from_numpy(latents.copy()), output_type="pil").images[0]
-
-    return run, info
+    run = _pndm_runner(pipe, guidance)
+    return run, {"scheduler": type(pipe.scheduler).__name__}
 
 
 def _nanoedge_runner(path: str, guidance: float):
