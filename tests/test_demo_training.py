@@ -113,3 +113,43 @@ def test_training_command_line_sets_boolean_and_schedule_options():
     assert on.zero_terminal_snr is True and on.prediction_type == "v_prediction" and on.unet_steps == 7
     _, off = parse_args(["-o", "x", "--no-zero-terminal-snr"])
     assert off.zero_terminal_snr is False
+
+
+def test_timestep_power_one_is_the_uniform_draw_and_above_one_favours_noise():
+    from nanoedge.export.training.train import sample_timesteps
+
+    uniform = sample_timesteps(64, 1000, 1.0, torch.Generator().manual_seed(3))
+    assert torch.equal(uniform, torch.randint(0, 1000, (64,), generator=torch.Generator().manual_seed(3)))
+    biased = sample_timesteps(20000, 1000, 2.0, torch.Generator().manual_seed(3))
+    assert biased.min() >= 0 and biased.max() <= 999
+    # t >= T/2 when (1 - u)^2 <= 1/2: a share of 1 - 1/sqrt(2) = 0.707 of the draws (0.5 uniform)
+    assert abs(float((biased >= 500).float().mean()) - 0.707) < 0.02
+
+
+def test_global_prompt_path_reaches_the_unet_output_and_keeps_three_inputs():
+    from diffusers import UNet2DConditionModel
+
+    from nanoedge.export.training.configs import UNET_CONFIG, unet_config
+
+    assert unet_config() == UNET_CONFIG
+    config = unet_config(global_text=True, scale_shift=True)
+    assert config["addition_embed_type"] == "text" and config["resnet_time_scale_shift"] == "scale_shift"
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(**config).eval()
+    x = torch.randn(1, 4, 16, 16)
+    states = torch.randn(2, 24, UNET_CONFIG["cross_attention_dim"])
+    with torch.no_grad():
+        a = unet(x, 999, states[:1]).sample
+        b = unet(x, 999, states[1:]).sample
+        pooled = unet.add_embedding(states)
+    assert (a - b).abs().max() > 1e-3
+    # the prompt enters the time embedding every ResNet block gets (one vector per prompt)
+    assert pooled.shape == (2, 4 * UNET_CONFIG["block_out_channels"][0]) and (pooled[0] - pooled[1]).abs().max() > 1e-2
+    assert getattr(UNet2DConditionModel(**UNET_CONFIG), "add_embedding", None) is None
+
+
+def test_training_command_line_sets_the_global_prompt_path():
+    from nanoedge.export.training.__main__ import parse_args
+
+    _, cfg = parse_args(["-o", "x", "--unet-global-text", "--unet-scale-shift", "--timestep-power", "2"])
+    assert cfg.unet_global_text and cfg.unet_scale_shift and cfg.timestep_power == 2.0

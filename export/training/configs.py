@@ -43,6 +43,27 @@ UNET_CONFIG: dict[str, Any] = {
     "norm_num_groups": 16,
 }
 
+
+
+def unet_config(global_text: bool = False, scale_shift: bool = False) -> dict[str, Any]:
+    """``UNET_CONFIG`` with the optional global prompt path (still three inputs, same export).
+
+    ``global_text``: ``addition_embed_type="text"`` pools the text encoder's hidden states
+    (attention pooling, as DeepFloyd IF does) into the time embedding, so every ResNet block
+    gets the prompt, not only the cross-attention blocks. ``scale_shift``: the ResNet blocks
+    apply that embedding as a GroupNorm scale and shift (AdaGN, as ADM's class conditioning)
+    instead of adding it before the norm. The layout probe (docs/demo-model.md) showed the
+    shipped UNet not using the prompt at all in 400 steps; with both, it does.
+    """
+    config = dict(UNET_CONFIG)
+    if global_text:
+        # 4 heads of 16 over the 64-wide text states (diffusers' default, 64 heads, is 1 wide).
+        config.update(addition_embed_type="text", addition_embed_type_num_heads=4)
+    if scale_shift:
+        config["resnet_time_scale_shift"] = "scale_shift"
+    return config
+
+
 TEXT_MAX_LENGTH = 24
 
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from nanoedge.runtime.demo.judge import judge_image
 from nanoedge.runtime.demo.world import evaluation_prompts
 
-from .configs import TEXT_MAX_LENGTH, UNET_CONFIG, VAE_CONFIG, scheduler_config, text_encoder_config
+from .configs import TEXT_MAX_LENGTH, UNET_CONFIG, VAE_CONFIG, scheduler_config, text_encoder_config, unet_config
 from .data import SceneSet, draw_captions, render_scene_set
 from .tokenizer import BOS, EOS, PAD, build_tokenizer, save_tokenizer
 
@@ -53,6 +53,12 @@ class TrainConfig:
     prediction_type: str = "epsilon"
     zero_terminal_snr: bool = False
     timestep_spacing: str = "leading"
+    # The global prompt path (configs.unet_config): pooled text into the time embedding, AdaGN.
+    unet_global_text: bool = False
+    unet_scale_shift: bool = False
+    # Training timesteps t = T * (1 - (1 - u) ** power), u uniform: 1 is uniform, 2 draws the
+    # noisy half (where the layout is decided) 2.4 times as often as the clean half (71% : 29%).
+    timestep_power: float = 1.0
     preview_every: int = 400
     preview_steps: int = 20
     preview_guidance: float = 5.0
@@ -226,6 +232,15 @@ def loss_weights(snr: torch.Tensor, gamma: float, prediction_type: str) -> torch
     return torch.clamp(snr, max=gamma) / snr
 
 
+def sample_timesteps(count: int, total: int, power: float, generator: torch.Generator) -> torch.Tensor:
+    """Training timesteps: uniform for ``power`` 1 (the shipped recipe's exact draw), else
+    ``total * (1 - (1 - u) ** power)``, which for power > 1 favours the noisy end."""
+    if power == 1.0:
+        return torch.randint(0, total, (count,), generator=generator)
+    u = torch.rand(count, generator=generator)
+    return (total * (1 - (1 - u) ** power)).long().clamp(0, total - 1)
+
+
 def training_target(z0: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor, prediction_type: str) -> torch.Tensor:
     """What the UNet learns to output for ``sqrt(a) z0 + sqrt(1 - a) noise``: the noise, or v."""
     if prediction_type == "v_prediction":
@@ -241,7 +256,7 @@ def train_diffusion(data: SceneSet, latents: torch.Tensor, vae, tokenizer, cfg: 
     torch.manual_seed(cfg.seed + 2)
     vocab = tokenizer.get_vocab()
     text_encoder = CLIPTextModel(CLIPTextConfig(**text_encoder_config(len(vocab), vocab[BOS], vocab[EOS], vocab[PAD])))
-    unet = UNet2DConditionModel(**UNET_CONFIG)
+    unet = UNet2DConditionModel(**unet_config(cfg.unet_global_text, cfg.unet_scale_shift))
     noise_schedule = DDPMScheduler.from_config(_schedule(cfg))
     alphas = noise_schedule.alphas_cumprod.float()
     scaling = float(vae.config.scaling_factor)
@@ -261,7 +276,7 @@ def train_diffusion(data: SceneSet, latents: torch.Tensor, vae, tokenizer, cfg: 
         ids = _token_ids(tokenizer, draw_captions(data.scenes, index, rng, cfg.caption_dropout))
         z0 = latents[torch.from_numpy(index)] * scaling
         noise = torch.randn(z0.shape, generator=generator)
-        t = torch.randint(0, len(alphas), (cfg.unet_batch,), generator=generator)
+        t = sample_timesteps(cfg.unet_batch, len(alphas), cfg.timestep_power, generator)
         a = alphas[t].view(-1, 1, 1, 1)
         noisy = a.sqrt() * z0 + (1 - a).sqrt() * noise
         pred = unet(noisy, t, text_encoder(ids)[0]).sample
