@@ -44,6 +44,8 @@ class ExportOptions:
     default_steps: int | None = None
     default_guidance: float | None = None
     target: str | None = None  # apply that target's graph rewrites (e.g. "qnn": needs static shapes)
+    # Fuse attention into com.microsoft.MultiHeadAttention (CPU/CUDA); never for NPU targets
+    fuse_attention: bool = True
     # Export this decoder in place of the model's VAE decoder: preset:taesd, a folder or a hub id
     # (AutoencoderTiny, i.e. TAESD, decodes 512 px many times faster than the KL decoder).
     vae_decoder: str | None = None
@@ -119,6 +121,14 @@ def export_package(source: str, output: "str | Path", options: ExportOptions | N
         other = small + multiple // factor
         checks_at = [(2, small, small), (1, other, small)]
 
+    # Attention fusion (no score matrix in memory) unless the package may be for an NPU, whose
+    # providers do not take onnxruntime's contrib MultiHeadAttention: an NPU target, or a
+    # static-shape export that names no CPU/GPU target (static graphs are the NPU form).
+    if target_profile is not None:
+        npu_form = target_profile.needs_static_shapes
+    else:
+        npu_form = options.static_shape is not None
+    fuse = options.fuse_attention and not npu_form
     manifest = new_manifest(options.model_id or model.model_id)
     specs = component_specs(model, seed=options.seed)
     with staged_directory(output, overwrite=options.overwrite) as stage:
@@ -129,10 +139,18 @@ def export_package(source: str, output: "str | Path", options: ExportOptions | N
             trace_shape = checks_at[0]
             trace_inputs = spec.make_inputs(*trace_shape)
             model_file = stage / spec.name / "model.onnx"
+            fused: list[int] = []
+            graph_pass = None
+            if fuse:
+                from .attention_fusion import fuse_attention
+
+                def graph_pass(onnx_model, _record=fused.append):
+                    _record(fuse_attention(onnx_model))
             try:
                 written = export_component(
                     spec, model_file, trace_inputs, static=static is not None, opset=options.opset,
                     exporter=options.exporter, external_data=True if spec.name == "unet" else None,
+                    graph_pass=graph_pass,
                 )
             except Exception as exc:
                 raise ExportError(f"exporting the {spec.name} to ONNX failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
@@ -168,6 +186,9 @@ def export_package(source: str, output: "str | Path", options: ExportOptions | N
                 manifest["components"][spec.name]["decoder"] = _jsonable(model.decoder_description())
             if rewrites is not None:
                 manifest["components"][spec.name]["rewrites"] = {"target": target_profile.name, "folded_ops": rewrites}
+            if fused and fused[0]:
+                # com.microsoft.MultiHeadAttention: CPU and CUDA providers only (docs/speed.md)
+                manifest["components"][spec.name]["fused_attention"] = fused[0]
             notify(f"export:{spec.name}:done", {"max_abs_diff": worst.max_abs_diff, "seconds": export_seconds, "parameters": spec.parameters})
             del spec.module
             gc.collect()

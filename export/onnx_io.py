@@ -14,6 +14,7 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
@@ -33,11 +34,14 @@ def export_component(
     opset: int = 17,
     exporter: str = "torchscript",
     external_data: bool | None = None,
+    graph_pass: "Callable[[Any], None] | None" = None,
 ) -> list[Path]:
     """Export ``spec`` to ``out_file``; returns the files written (model + external data).
 
     ``external_data``: ``True`` always puts weights in ``<file>_data`` (optimum's layout for
     the UNet), ``None`` only when the graph would pass protobuf's 2 GB limit.
+    ``graph_pass`` rewrites the loaded ``onnx.ModelProto`` in place before it is saved (e.g.
+    attention fusion), so the rewrite costs no extra load/save of the weights.
     """
     import onnx
 
@@ -65,6 +69,8 @@ def export_component(
                     dynamic_axes=axes, opset_version=opset, do_constant_folding=True, dynamo=False,
                 )
         model = onnx.load(str(raw), load_external_data=True)
+        if graph_pass is not None:
+            graph_pass(model)
         weight_bytes = sum(len(t.raw_data) for t in model.graph.initializer)
         use_external = weight_bytes > TWO_GB - (64 << 20) if external_data is None else external_data
         if out_file.exists():

@@ -28,10 +28,13 @@ from .common import handle_errors
 @click.option("--vae-decoder", "vae_decoder", default=None, metavar="SOURCE",
               help="Export this decoder instead of the model's VAE decoder: preset:taesd, an AutoencoderTiny folder or a hub id "
               "(e.g. madebyollin/taesd). TAESD decodes several times faster at a small quality cost.")
+@click.option("--fuse-attention/--no-fuse-attention", default=True, show_default=True,
+              help="Fuse attention into onnxruntime's MultiHeadAttention (CPU/CUDA: no score matrix in memory). "
+              "Never applied for NPU targets; --no-fuse-attention keeps plain ONNX ops everywhere.")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists (atomically, at the end).")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest summary as JSON.")
 @handle_errors
-def export(source, output, static_shape, batch, target, exporter, opset, tolerance, seed, model_id, output_sizes, default_steps, default_guidance, vae_decoder, overwrite, as_json):
+def export(source, output, static_shape, batch, target, exporter, opset, tolerance, seed, model_id, output_sizes, default_steps, default_guidance, vae_decoder, fuse_attention, overwrite, as_json):
     """Export a diffusers checkpoint to an ONNX package.
 
     SOURCE is a local diffusers folder, a hub id (owner/name) or preset:NAME
@@ -57,6 +60,7 @@ def export(source, output, static_shape, batch, target, exporter, opset, toleran
         default_steps=default_steps,
         default_guidance=default_guidance,
         vae_decoder=vae_decoder,
+        fuse_attention=fuse_attention,
     )
     started = time.perf_counter()
     quiet = as_json
