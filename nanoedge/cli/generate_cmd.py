@@ -33,14 +33,17 @@ def output_paths(output: str, count: int) -> list[Path]:
 @click.option("--n", "n", type=int, default=1, show_default=True, help="Number of images.")
 @click.option("--target", default="cpu", show_default=True, help="Execution target (cpu, cuda, auto...).")
 @click.option("--two-pass", is_flag=True, help="Run guidance as two UNet passes (lower memory).")
+@click.option("--reduce-memory/--resident", default=True, show_default=True,
+              help="Load each model just before its stage and release it after (peak = the largest stage). "
+              "A one-shot command loads every model once either way, so this costs no time here.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was generated as JSON.")
 @handle_errors
-def generate(prompt, package, output, negative_prompt, size, steps, guidance, seed, scheduler, n, target, two_pass, as_json):
+def generate(prompt, package, output, negative_prompt, size, steps, guidance, seed, scheduler, n, target, two_pass, reduce_memory, as_json):
     """Generate images from PROMPT with the lean runtime (no torch)."""
     from nanoedge.runtime import GenerationRequest, Pipeline
 
     started = time.perf_counter()
-    pipe = Pipeline.load(package, target=target, two_pass=two_pass)
+    pipe = Pipeline.load(package, target=target, two_pass=two_pass, reduce_memory=reduce_memory)
     loaded = time.perf_counter()
     resolved = pipe.resolve(GenerationRequest(prompt, negative_prompt, n, seed, size, steps, guidance, scheduler))
     progress = StepProgress("denoising", enabled=None if not as_json else False)
@@ -62,6 +65,7 @@ def generate(prompt, package, output, negative_prompt, size, steps, guidance, se
         "scheduler": r.scheduler,
         "load_s": round(loaded - started, 2),
         "generate_s": round(time.perf_counter() - loaded, 2),
+        "reduce_memory": reduce_memory,
     }
     if as_json:
         json.dump(summary, sys.stdout, indent=2)
@@ -71,6 +75,7 @@ def generate(prompt, package, output, negative_prompt, size, steps, guidance, se
             click.echo(f"wrote {p}")
         click.echo(
             f"seed {r.seed}, {r.output_size}, {r.steps} steps, guidance {r.guidance:g}, scheduler {r.scheduler}; "
-            f"load {summary['load_s']} s, generate {summary['generate_s']} s",
+            f"load {summary['load_s']} s, generate {summary['generate_s']} s"
+            + (" (models loaded per stage: --resident keeps them)" if reduce_memory else ""),
             err=True,
         )
