@@ -107,7 +107,7 @@ def check_provenance(package: str, work: Path) -> str | None:
 
 
 def model_bytes(kind: str, path: str) -> int:
-    if kind == "nanoedge":
+    if kind.startswith("nanoedge"):
         manifest = json.loads((Path(path) / "nanoedge.json").read_text())
         return sum(int(f["bytes"]) for f in manifest["files"].values())
     return tree_bytes(path, exclude={"compare_source.json", "compare_export.json"})
@@ -244,7 +244,7 @@ def build_plan(args) -> list[tuple[str, Config, int, tuple[str, str, str]]]:
 
 
 def _ready(kind: str, path: str) -> bool:
-    marker = "nanoedge.json" if kind == "nanoedge" else "model_index.json"
+    marker = "nanoedge.json" if kind.startswith("nanoedge") else "model_index.json"
     return (Path(path) / marker).exists()
 
 
@@ -286,7 +286,7 @@ def run_all(args) -> None:
     work: Path = args.work
     if not args.skip_provenance_check:
         for label, kind, path in args.variants:
-            if kind == "nanoedge":
+            if kind.startswith("nanoedge"):
                 problem = check_provenance(path, work)
                 if problem:
                     raise SystemExit(f"{label}: {problem} (--skip-provenance-check to run anyway)")
@@ -550,6 +550,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--work", type=Path, required=True, help="the folder `prepare` wrote; runs, images and logs go here too")
     r.add_argument("--out", type=Path, required=True, help="where compare.json, compare.md and the charts go")
     r.add_argument("--nanoedge", action="append", default=[], metavar="LABEL=PACKAGE")
+    r.add_argument("--nanoedge-reduce-memory", action="append", default=[], metavar="LABEL=PACKAGE",
+                   help="a nanoedge package run with Pipeline.load(reduce_memory=True): each model loaded for its stage")
     r.add_argument("--no-diffusers", action="store_true")
     r.add_argument("--no-optimum", action="store_true")
     r.add_argument("--config", action="append", type=parse_config, default=[], metavar="WxH:STEPS:GUIDANCE")
@@ -595,6 +597,7 @@ def main(argv: list[str] | None = None) -> int:
         variants.append(("optimum", "optimum", str(args.work / "optimum")))
     try:
         variants += [parse_variant(item, "nanoedge") for item in args.nanoedge]
+        variants += [parse_variant(item, "nanoedge-reduce-memory") for item in args.nanoedge_reduce_memory]
     except ValueError as exc:
         parser.error(str(exc))
     labels = [v[0] for v in variants]

@@ -5,7 +5,8 @@
 
 KIND is ``diffusers`` (a diffusers folder, PyTorch FP32 StableDiffusionPipeline), ``optimum``
 (an optimum-onnx export folder, ORTStableDiffusionPipeline on the CPU provider) or
-``nanoedge`` (a nanoedge package). All three get the same prompt, the PNDM scheduler from
+``nanoedge`` (a nanoedge package; ``nanoedge-reduce-memory``: the same, loaded with
+``reduce_memory=True``, each model loaded for its stage and released after). All three get the same prompt, the PNDM scheduler from
 their folder, the same step count and guidance, and the same initial latents (read from
 LATENTS.npy), so their images are comparable pixel by pixel.
 
@@ -65,13 +66,13 @@ def _optimum_runner(path: str, guidance: float):
     return run, {"scheduler": type(pipe.scheduler).__name__}
 
 
-def _nanoedge_runner(path: str, guidance: float):
+def _nanoedge_runner(path: str, guidance: float, reduce_memory: bool = False):
     from nanoedge.runtime import Pipeline
 
-    pipe = Pipeline.load(path)
+    pipe = Pipeline.load(path, reduce_memory=reduce_memory)
     scheduler = pipe.manifest.data.get("scheduler", {}).get("default")
     info = {"scheduler": scheduler, "precision": pipe.manifest.component("unet").get("precision"),
-            "quantization": (pipe.manifest.data.get("quantization") or {}).get("scheme")}
+            "quantization": (pipe.manifest.data.get("quantization") or {}).get("scheme"), "reduce_memory": reduce_memory}
 
     def run(latents, size, steps):
         return pipe.generate(PROMPT, size=f"{size[0]}x{size[1]}", steps=steps, guidance=guidance, seed=0, latents=latents)[0]
@@ -89,7 +90,8 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-RUNNERS = {"diffusers": _diffusers_runner, "optimum": _optimum_runner, "nanoedge": _nanoedge_runner}
+RUNNERS = {"diffusers": _diffusers_runner, "optimum": _optimum_runner, "nanoedge": _nanoedge_runner,
+           "nanoedge-reduce-memory": lambda path, guidance: _nanoedge_runner(path, guidance, reduce_memory=True)}
 
 
 def main(argv: list[str] | None = None) -> int:
