@@ -128,6 +128,19 @@ def _warn_cpu_scheme_for_npu(manifest: Manifest, schemes: dict[str, str]) -> Non
         )
 
 
+def _warn_fused_attention_for_npu(manifest: Manifest, schemes: dict[str, str]) -> None:
+    """w8a16/w8a8 are the HTP recipes, but a package with fused attention (a CPU/GPU export)
+    carries ``com.microsoft.MultiHeadAttention``, which NPU providers do not take."""
+    npu = sorted({s for s in schemes.values() if s in ("w8a16", "w8a8")})
+    fused = sorted(name for name, c in manifest.components.items() if c.get("fused_attention"))
+    if npu and fused:
+        log.warning(
+            "%s is an NPU recipe, but this package's %s has fused attention (MultiHeadAttention, CPU/GPU only): "
+            "for the HTP, export with --target qnn --static-shape WxH (or --no-fuse-attention) and quantize that",
+            "/".join(npu), "/".join(fused),
+        )
+
+
 def _check_source(manifest: Manifest) -> None:
     quantized = {n: c.get("precision") for n, c in manifest.components.items() if c.get("precision") != "fp32"}
     if quantized or manifest.data.get("quantization"):
@@ -398,6 +411,7 @@ def quantize_package(source: "str | Path", output: "str | Path", options: Quanti
     with tempfile.TemporaryDirectory(prefix="nanoedge-quantize-", dir=work_parent) as tmp:
         job = _Quantizer(source_manifest, options, Path(tmp), notify)
         _warn_cpu_scheme_for_npu(source_manifest, job.schemes)
+        _warn_fused_attention_for_npu(source_manifest, job.schemes)
         if all(s == "fp32" for s in job.schemes.values()):
             raise InvalidRequestError("every component is set to fp32: nothing to quantize", hint="choose a scheme for at least one component")
         job.record()

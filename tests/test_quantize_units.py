@@ -229,3 +229,20 @@ def test_cpu_scheme_on_a_qnn_export_warns(caplog):
         assert not caplog.records
         _warn_cpu_scheme_for_npu(qnn, {"unet": "int8", "vae_decoder": "w8a8"})
     assert len(caplog.records) == 1 and "w8a8" in caplog.records[0].getMessage()
+
+
+def test_npu_scheme_on_a_fused_attention_package_warns(caplog):
+    from types import SimpleNamespace
+
+    from nanoedge.quantize.api import _warn_fused_attention_for_npu
+
+    fused = SimpleNamespace(components={"unet": {"fused_attention": 18}, "vae_decoder": {"fused_attention": 1}})
+    plain = SimpleNamespace(components={"unet": {}, "vae_decoder": {}})
+    with caplog.at_level("WARNING", logger="nanoedge.quantize.api"):
+        _warn_fused_attention_for_npu(plain, {"unet": "w8a8"})
+        _warn_fused_attention_for_npu(fused, {"unet": "int8", "vae_decoder": "dynamic"})
+        assert not caplog.records
+        _warn_fused_attention_for_npu(fused, {"unet": "w8a16"})
+    assert len(caplog.records) == 1
+    message = caplog.records[0].getMessage()
+    assert "unet/vae_decoder" in message and "--target qnn" in message
