@@ -186,11 +186,16 @@ def quantize_model(recipe: Recipe, source: Path, target: Path, ranges_file: Path
     if recipe.kind == "weight-only":
         from .weight_only import quantize_weights_only
 
-        return quantize_weights_only(source, target, recipe, set(selected))
-    with _onnxruntime_warnings_as_debug():
-        _run_onnxruntime_quantizer(recipe, source, target, ranges_file, selected)
-    if recipe.kind == "static" and float_nodes:
-        restore_float_inputs(target, set(float_nodes))
+        quantize_weights_only(source, target, recipe, set(selected))
+    else:
+        with _onnxruntime_warnings_as_debug():
+            _run_onnxruntime_quantizer(recipe, source, target, ranges_file, selected)
+        if recipe.kind == "static" and float_nodes:
+            restore_float_inputs(target, set(float_nodes))
+    if not recipe.qnn_compatible:  # NPU recipes keep their graphs as the QNN quantizer wrote them
+        from .embeddings import quantize_embedding_tables
+
+        quantize_embedding_tables(target)
     return target
 
 

@@ -246,3 +246,51 @@ def test_npu_scheme_on_a_fused_attention_package_warns(caplog):
     assert len(caplog.records) == 1
     message = caplog.records[0].getMessage()
     assert "unet/vae_decoder" in message and "--target qnn" in message
+
+
+def _embedding_model(path, vocab: int, width: int, tied: bool = False):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    table = rng.standard_normal((vocab, width)).astype(np.float32)
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["rows"], name="embed", axis=0)]
+    outputs = [helper.make_tensor_value_info("rows", TensorProto.FLOAT, ["b", "s", width])]
+    if tied:  # the same table read by a MatMul (tied output projection): must stay float
+        nodes.append(helper.make_node("MatMul", ["rows", "table_t"], ["logits"], name="lm_head"))
+        nodes.append(helper.make_node("Transpose", ["table"], ["table_t"], name="t", perm=[1, 0]))
+        nodes = [nodes[0], nodes[2], nodes[1]]
+        outputs.append(helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["b", "s", vocab]))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, ["b", "s"])], outputs,
+                              [numpy_helper.from_array(table, "table")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save_model(model, str(path))
+    return table
+
+
+def test_token_embedding_table_becomes_int8_rows(tmp_path):
+    import onnxruntime as ort
+
+    from nanoedge.quantize.embeddings import quantize_embedding_tables
+
+    path = tmp_path / "model.onnx"
+    table = _embedding_model(path, vocab=4096, width=64)
+    before = path.stat().st_size
+    assert quantize_embedding_tables(path, min_elements=1 << 16) == ["table"]
+    assert path.stat().st_size < before / 3
+    ids = np.array([[0, 5, 4095, 17]], dtype=np.int64)
+    rows = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"ids": ids})[0]
+    step = np.abs(table[ids[0]]).max(axis=1, keepdims=True) / 127.0
+    assert np.all(np.abs(rows[0] - table[ids[0]]) <= step / 2 + 1e-6)
+    assert quantize_embedding_tables(path, min_elements=1 << 16) == [], "already converted: nothing left to do"
+
+
+def test_small_or_shared_tables_stay_float(tmp_path):
+    from nanoedge.quantize.embeddings import quantize_embedding_tables
+
+    small = tmp_path / "small.onnx"
+    _embedding_model(small, vocab=77, width=64)
+    assert quantize_embedding_tables(small) == []
+    tied = tmp_path / "tied.onnx"
+    _embedding_model(tied, vocab=4096, width=64, tied=True)
+    assert quantize_embedding_tables(tied, min_elements=1 << 16) == []
