@@ -85,3 +85,12 @@ def test_fused_graph_has_no_dangling_inputs(tiny_package):
     produced = {o for n in model.graph.node for o in n.output} | {i.name for i in model.graph.input} | {i.name for i in model.graph.initializer}
     assert all(name in produced for n in model.graph.node for name in n.input if name)
     assert any(op.domain == "com.microsoft" for op in model.opset_import)
+
+
+def test_info_shows_fused_attention(tiny_package):
+    from conftest import run_cli
+
+    proc = run_cli("info", str(tiny_package))
+    assert proc.returncode == 0, proc.stderr
+    unet_line = next(line for line in proc.stdout.splitlines() if line.strip().startswith("unet"))
+    assert "attention fused x" in unet_line
