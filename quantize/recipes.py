@@ -196,7 +196,26 @@ def quantize_model(recipe: Recipe, source: Path, target: Path, ranges_file: Path
         from .embeddings import quantize_embedding_tables
 
         quantize_embedding_tables(target)
+        drop_shape_hints(target)
     return target
+
+
+def drop_shape_hints(model_path: Path) -> int:
+    """Remove the intermediate tensors' ``value_info`` (shape hints) that pre-processing wrote.
+
+    onnxruntime infers every shape itself; the hints only steer its planning, and with the
+    symbolic shapes onnxruntime's pre-processing writes for a fused-attention UNet they made a
+    512x512 INT8 step peak at 1180 MiB instead of 658 MiB (same graph, same nodes, hints
+    removed; measured one process each). Only the graph is rewritten; weights stay in place.
+    """
+    import onnx
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    count = len(model.graph.value_info)
+    if count:
+        del model.graph.value_info[:]
+        onnx.save_model(model, str(model_path))
+    return count
 
 
 def restore_float_inputs(model_path: Path, float_nodes: "set[str]") -> int:

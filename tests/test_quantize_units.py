@@ -294,3 +294,27 @@ def test_small_or_shared_tables_stay_float(tmp_path):
     tied = tmp_path / "tied.onnx"
     _embedding_model(tied, vocab=4096, width=64, tied=True)
     assert quantize_embedding_tables(tied, min_elements=1 << 16) == []
+
+
+def test_shape_hints_are_dropped_without_touching_weights(tmp_path):
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from nanoedge.quantize.recipes import drop_shape_hints
+
+    weight = numpy_helper.from_array(np.eye(4, dtype=np.float32) * 2, "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])], [weight],
+        value_info=[helper.make_tensor_value_info("h", TensorProto.FLOAT, ["batch", 4])])
+    path = tmp_path / "m.onnx"
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path),
+                    save_as_external_data=True, location="m.onnx_data", size_threshold=0)
+    assert drop_shape_hints(path) == 1
+    assert len(onnx.load(str(path), load_external_data=False).graph.value_info) == 0
+    x = np.arange(8, dtype=np.float32).reshape(2, 4) - 3
+    y = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert np.array_equal(y, np.maximum(2 * x, 0))
+    assert drop_shape_hints(path) == 0
