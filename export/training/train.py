@@ -43,7 +43,7 @@ class TrainConfig:
     vae_crop: int = 32
     vae_lr: float = 2e-3
     vae_kl_weight: float = 1e-6
-    unet_steps: int = 2000
+    unet_steps: int = 3500
     unet_batch: int = 32
     unet_lr: float = 1e-3
     warmup_steps: int = 100
@@ -54,12 +54,12 @@ class TrainConfig:
     zero_terminal_snr: bool = False
     timestep_spacing: str = "leading"
     # The global prompt path (configs.unet_config): pooled text into the time embedding, AdaGN.
-    unet_global_text: bool = False
-    unet_scale_shift: bool = False
+    unet_global_text: bool = True
+    unet_scale_shift: bool = True
     # Training timesteps t = T * (1 - (1 - u) ** power), u uniform: 1 is uniform, 2 draws the
     # noisy half (where the layout is decided) 2.4 times as often as the clean half (71% : 29%).
     timestep_power: float = 1.0
-    preview_every: int = 400
+    preview_every: int = 1750
     preview_steps: int = 20
     preview_guidance: float = 5.0
     # One thread: on a shared CPU, two threads wait on each other and run 2-3x slower.
