@@ -128,12 +128,13 @@ def _code_state() -> dict:
     root = HERE.parent
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=20).stdout.strip()
-        diff = subprocess.run(["git", "diff", "--", "runtime", "targets"], cwd=root, capture_output=True, text=True, timeout=20).stdout
+        # bytes: the diff may include binary files (the shipped ONNX packages under runtime/models)
+        diff = subprocess.run(["git", "diff", "--", "runtime", "targets"], cwd=root, capture_output=True, timeout=20).stdout
     except (OSError, subprocess.SubprocessError):
         return {}
     import hashlib
 
-    return {"head": head, "runtime_targets_dirty": bool(diff), "diff_sha1": hashlib.sha1(diff.encode()).hexdigest()[:10] if diff else None}
+    return {"head": head, "runtime_targets_dirty": bool(diff), "diff_sha1": hashlib.sha1(diff).hexdigest()[:10] if diff else None}
 
 
 def run_one(label: str, kind: str, path: str, config: Config, round_index: int, args, phase: str, locked: bool = False) -> dict:
