@@ -104,7 +104,7 @@ def _fixed_shape_model(model_file: Path, batch: int, height: int, width: int):
 def unet_macs(model_file: Path, batch: int, height: int, width: int) -> dict[str, int]:
     """Multiply-accumulates of one UNet call by op type, from shape-inferred ONNX.
 
-    ``unknown`` counts the Conv/MatMul/Gemm nodes whose shapes stayed unresolved (their work is
+    ``unknown`` counts the Conv/MatMul/Gemm/MultiHeadAttention nodes whose shapes stayed unresolved (their work is
     missing from the total, so it must be 0 for the roofline to mean anything).
     """
     model, _how = _fixed_shape_model(model_file, batch, height, width)
@@ -116,6 +116,15 @@ def unet_macs(model_file: Path, batch: int, height: int, width: int) -> dict[str
     shapes.update(initializers)
     totals: dict[str, int] = {"Conv": 0, "MatMul": 0, "Gemm": 0, "unknown": 0}
     for node in model.graph.node:
+        if node.op_type == "MultiHeadAttention":
+            # fused attention (export/attention_fusion.py): QK^T and PV, counted with MatMul as
+            # the unfused graph's score products were; query [B, S, D], key [B, L, D], value [B, L, Dv]
+            q, k, v = (shapes.get(name) for name in node.input[:3])
+            if not q or not k or not v or None in q + k + v or len(q) != 3:
+                totals["unknown"] += 1
+                continue
+            totals["MatMul"] += q[0] * q[1] * k[1] * (q[2] + v[2])
+            continue
         if node.op_type not in ("Conv", "MatMul", "Gemm"):
             continue
         out = shapes.get(node.output[0])
