@@ -15,12 +15,11 @@ entry. Only big tables (``min_elements``) are converted: position embeddings sta
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from .graphs import EXTERNAL_SUFFIX, load_model, save_model
+from .graphs import EXTERNAL_SUFFIX, initializer_uses, load_model, save_model
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +38,7 @@ def quantize_embedding_tables(model_path: Path, min_elements: int = MIN_TABLE_EL
 
     model = load_model(model_path)
     graph = model.graph
-    initializers = {t.name: t for t in graph.initializer}
-    uses: dict[str, list] = defaultdict(list)
-    for node in graph.node:
-        for slot, name in enumerate(node.input):
-            if name in initializers:
-                uses[name].append((node, slot))
+    initializers, uses = initializer_uses(graph)
 
     converted: list[str] = []
     for name, consumers in uses.items():

@@ -10,14 +10,27 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from nanoedge.runtime.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
 EXTERNAL_SUFFIX = "_data"  # optimum's layout: model.onnx + model.onnx_data
+
+
+def initializer_uses(graph) -> tuple[dict[str, Any], dict[str, list[tuple[Any, int]]]]:
+    """``(name -> initializer, name -> [(consuming node, input slot), ...])`` for a graph."""
+    initializers = {t.name: t for t in graph.initializer}
+    uses: dict[str, list[tuple[Any, int]]] = defaultdict(list)
+    for node in graph.node:
+        for slot, name in enumerate(node.input):
+            if name in initializers:
+                uses[name].append((node, slot))
+    return initializers, uses
 
 
 def load_model(path: Path, weights: bool = True):

@@ -10,10 +10,9 @@ stays valid ONNX (opset >= 13 for per-axis DequantizeLinear) that any runtime ca
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from pathlib import Path
 
-from .graphs import load_model, save_model, weight_axis
+from .graphs import initializer_uses, load_model, save_model, weight_axis
 from .qmath import quantize, weight_params
 from .recipes import Recipe
 
@@ -30,12 +29,7 @@ def quantize_weights_only(source: Path, target: Path, recipe: Recipe, nodes: "se
 
     model = load_model(source)
     graph = model.graph
-    initializers = {t.name: t for t in graph.initializer}
-    uses: dict[str, list[tuple[onnx.NodeProto, int]]] = defaultdict(list)
-    for node in graph.node:
-        for slot, name in enumerate(node.input):
-            if name in initializers:
-                uses[name].append((node, slot))
+    initializers, uses = initializer_uses(graph)
 
     new_nodes, converted = [], 0
     for name, consumers in uses.items():
