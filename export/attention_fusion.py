@@ -159,20 +159,6 @@ def _match(g: _Graph, softmax) -> dict[str, Any] | None:
             "chain": chain, "name": softmax.name}
 
 
-def _remove_dead_nodes(graph) -> int:
-    """Drop nodes whose outputs nobody reads (the shape arithmetic the fused chains used)."""
-    removed = 0
-    outputs = {o.name for o in graph.output}
-    while True:
-        used = {name for node in graph.node for name in node.input} | outputs
-        dead = [node for node in graph.node if not any(out in used for out in node.output if out)]
-        if not dead:
-            return removed
-        for node in dead:
-            graph.node.remove(node)
-        removed += len(dead)
-
-
 def fuse_attention(model) -> int:
     """Rewrite every matched attention chain of ``model`` (an ``onnx.ModelProto``) in place.
 
@@ -182,6 +168,8 @@ def fuse_attention(model) -> int:
     """
     import onnx
     from onnx import helper
+
+    from nanoedge.quantize.graphs import remove_unread_nodes
 
     g = _Graph(model.graph)
     matches = [m for m in (_match(g, node) for node in model.graph.node if node.op_type == "Softmax") if m is not None]
@@ -199,7 +187,8 @@ def fuse_attention(model) -> int:
         model.graph.node.insert(position, fused)
         for node in match["chain"]:
             model.graph.node.remove(node)
-    _remove_dead_nodes(model.graph)
+    # the shape arithmetic the fused chains used is read by nobody now
+    remove_unread_nodes(model.graph)
     gone = {out for match in matches for node in match["chain"][:-1] for out in node.output}
     dangling = sorted({name for node in model.graph.node for name in node.input if name in gone})
     if dangling:

@@ -33,6 +33,25 @@ def initializer_uses(graph) -> tuple[dict[str, Any], dict[str, list[tuple[Any, i
     return initializers, uses
 
 
+def remove_unread_nodes(graph, op_types: "tuple[str, ...] | None" = None) -> int:
+    """Drop nodes (of ``op_types``, or any) whose outputs nobody reads, until none is left.
+
+    Returns how many were removed. Rewrites leave such nodes behind: QDQ pairs no node reads
+    any more, the shape arithmetic of a fused attention chain.
+    """
+    removed = 0
+    outputs = {o.name for o in graph.output}
+    while True:
+        read = {name for node in graph.node for name in node.input} | outputs
+        dead = [node for node in graph.node
+                if (op_types is None or node.op_type in op_types) and not any(out in read for out in node.output if out)]
+        if not dead:
+            return removed
+        for node in dead:
+            graph.node.remove(node)
+        removed += len(dead)
+
+
 def load_model(path: Path, weights: bool = True):
     import onnx
 

@@ -247,21 +247,13 @@ def restore_float_inputs(model_path: Path, float_nodes: "set[str]") -> int:
             node.input[slot] = q.input[0]
             changed += 1
     if changed:
-        _drop_unread_qdq(graph)
+        from .graphs import remove_unread_nodes
+
+        remove_unread_nodes(graph, ("QuantizeLinear", "DequantizeLinear"))
         onnx.save_model(model, str(model_path))
     log.debug("%s: %d inputs of float-kept nodes read float tensors again", model_path.name, changed)
     return changed
 
-
-def _drop_unread_qdq(graph) -> None:
-    outputs = {o.name for o in graph.output}
-    while True:
-        read = {i for n in graph.node for i in n.input} | outputs
-        dead = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") and not any(o in read for o in n.output)]
-        if not dead:
-            return
-        for node in dead:
-            graph.node.remove(node)
 
 
 @contextlib.contextmanager
