@@ -14,6 +14,8 @@ from typing import Any, Callable
 
 import torch
 
+from .coordinates import run_unet
+
 
 class TextEncoderGraph(torch.nn.Module):
     def __init__(self, text_encoder: torch.nn.Module) -> None:
@@ -26,12 +28,14 @@ class TextEncoderGraph(torch.nn.Module):
 
 
 class UNetGraph(torch.nn.Module):
+    """The UNet; a checkpoint that asks for coordinate planes gets them inside the graph."""
+
     def __init__(self, unet: torch.nn.Module) -> None:
         super().__init__()
         self.unet = unet
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor):
-        return self.unet(sample, timestep, encoder_hidden_states, return_dict=False)[0]
+        return run_unet(self.unet, sample, timestep, encoder_hidden_states)
 
 
 class VaeDecoderGraph(torch.nn.Module):
@@ -67,7 +71,8 @@ def component_specs(model, seed: int = 0) -> list[ComponentSpec]:
     seq = int(model.tokenizer.model_max_length)
     hidden = int(te_cfg.hidden_size)
     vocab = int(te_cfg.vocab_size)
-    latent_channels = int(model.unet.config.in_channels)
+    # out_channels: the latents; in_channels can be more (inpainting masks, coordinate planes).
+    latent_channels = int(model.unet.config.out_channels)
     cross_dim = int(model.unet.config.cross_attention_dim)
 
     def generator() -> torch.Generator:

@@ -200,7 +200,7 @@ def export_package(source: str, output: "str | Path", options: ExportOptions | N
         (scheduler_dir / "scheduler_config.json").write_text(json.dumps(model.scheduler_config, indent=2) + "\n")
         manifest["scheduler"] = {"config": "scheduler/scheduler_config.json", "default": _scheduler_short_name(model.scheduler_config)}
         manifest["latent"] = {
-            "channels": int(model.unet.config.in_channels),
+            "channels": int(model.unet.config.out_channels),
             "scale_factor": factor,
             "scaling_factor": float(model.vae.config.scaling_factor),
             "shift_factor": getattr(model.vae.config, "shift_factor", None),

@@ -188,9 +188,9 @@ def check_decoder_fits(model: "SourceModel", decoder: DecoderSource) -> None:
     """The decoder must take the UNet's latents (channels) and upscale them by the VAE's factor."""
     config = decoder.vae.config
     channels = int(config.latent_channels)
-    if channels != int(model.unet.config.in_channels):
+    if channels != int(model.unet.config.out_channels):
         raise InvalidRequestError(
-            f"the decoder takes {channels}-channel latents but this UNet makes {int(model.unet.config.in_channels)}",
+            f"the decoder takes {channels}-channel latents but this UNet makes {int(model.unet.config.out_channels)}",
             hint="use a decoder trained for this model family's latent space (TAESD for SD 1.x/2.x, TAESDXL for SDXL)",
         )
     if decoder.family == "taesd":

@@ -153,3 +153,12 @@ def test_training_command_line_sets_the_global_prompt_path():
 
     _, cfg = parse_args(["-o", "x", "--unet-global-text", "--unet-scale-shift", "--timestep-power", "2"])
     assert cfg.unet_global_text and cfg.unet_scale_shift and cfg.timestep_power == 2.0
+
+
+def test_training_command_line_sets_coordinate_planes_and_they_stay_off_by_default():
+    from nanoedge.export.training.__main__ import parse_args
+    from nanoedge.export.training.configs import unet_config
+
+    assert not parse_args(["-o", "x"])[1].unet_coordinates
+    assert parse_args(["-o", "x", "--unet-coordinates"])[1].unet_coordinates
+    assert unet_config(coordinates=True)["in_channels"] == unet_config()["out_channels"] + 2

@@ -45,7 +45,7 @@ UNET_CONFIG: dict[str, Any] = {
 
 
 
-def unet_config(global_text: bool = False, scale_shift: bool = False) -> dict[str, Any]:
+def unet_config(global_text: bool = False, scale_shift: bool = False, coordinates: bool = False) -> dict[str, Any]:
     """``UNET_CONFIG`` with the optional global prompt path (still three inputs, same export).
 
     ``global_text``: ``addition_embed_type="text"`` pools the text encoder's hidden states
@@ -54,6 +54,8 @@ def unet_config(global_text: bool = False, scale_shift: bool = False) -> dict[st
     apply that embedding as a GroupNorm scale and shift (AdaGN, as ADM's class conditioning)
     instead of adding it before the norm. The layout probe (docs/demo-model.md) showed the
     shipped UNet not using the prompt at all in 400 steps; with both, it does.
+    ``coordinates``: two more input channels for the x and y planes export/coordinates.py
+    appends, so the UNet can tell where a cell is and place the object where the prompt says.
     """
     config = dict(UNET_CONFIG)
     if global_text:
@@ -61,6 +63,10 @@ def unet_config(global_text: bool = False, scale_shift: bool = False) -> dict[st
         config.update(addition_embed_type="text", addition_embed_type_num_heads=4)
     if scale_shift:
         config["resnet_time_scale_shift"] = "scale_shift"
+    if coordinates:
+        # x and y planes appended to the latents inside the graph (export/coordinates.py); the
+        # checkpoint also records nanoedge.export.coordinates.CONFIG_KEY (train.build_unet).
+        config["in_channels"] = config["out_channels"] + 2
     return config
 
 

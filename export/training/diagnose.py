@@ -26,6 +26,7 @@ def first_step_judgements(checkpoint: "str | Path", steps: int = 20, guidance: f
     from tokenizers import Tokenizer
     from transformers import CLIPTextModel
 
+    from nanoedge.export.coordinates import run_unet
     from nanoedge.runtime.demo.judge import judge_image
     from nanoedge.runtime.demo.world import evaluation_prompts
 
@@ -41,11 +42,11 @@ def first_step_judgements(checkpoint: "str | Path", steps: int = 20, guidance: f
     ids = lambda texts: torch.tensor([e.ids for e in tokenizer.encode_batch(texts)], dtype=torch.long)  # noqa: E731
     states = torch.cat([text_encoder(ids([""] * len(prompts)))[0], text_encoder(ids(prompts))[0]])
     size = unet.config.sample_size
-    x = torch.randn(len(prompts), unet.config.in_channels, size, size, generator=torch.Generator().manual_seed(seed))
+    x = torch.randn(len(prompts), unet.config.out_channels, size, size, generator=torch.Generator().manual_seed(seed))
     rows = []
     for t in scheduler.timesteps[:show]:
         a = scheduler.alphas_cumprod[t]
-        uncond, cond = unet(torch.cat([x, x]), t, states).sample.chunk(2)
+        uncond, cond = run_unet(unet, torch.cat([x, x]), t, states).chunk(2)
         out = uncond + guidance * (cond - uncond)
         if config["prediction_type"] == "v_prediction":
             x0 = a.sqrt() * x - (1 - a).sqrt() * out

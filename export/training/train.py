@@ -25,6 +25,9 @@ import torch.nn.functional as F
 from nanoedge.runtime.demo.judge import judge_image
 from nanoedge.runtime.demo.world import evaluation_prompts
 
+from nanoedge.export.coordinates import CONFIG_KEY as COORDINATES_KEY
+from nanoedge.export.coordinates import run_unet
+
 from .configs import TEXT_MAX_LENGTH, UNET_CONFIG, VAE_CONFIG, scheduler_config, text_encoder_config, unet_config
 from .data import SceneSet, draw_captions, render_scene_set
 from .tokenizer import BOS, EOS, PAD, build_tokenizer, save_tokenizer
@@ -59,6 +62,9 @@ class TrainConfig:
     # Training timesteps t = T * (1 - (1 - u) ** power), u uniform: 1 is uniform, 2 draws the
     # noisy half (where the layout is decided) 2.4 times as often as the clean half (71% : 29%).
     timestep_power: float = 1.0
+    # x/y coordinate planes appended to the UNet's input (export/coordinates.py). Off in the
+    # shipped recipe: in 2,500-step probes they did not make position learnable (docs/demo-model.md).
+    unet_coordinates: bool = False
     preview_every: int = 1750
     preview_steps: int = 20
     preview_guidance: float = 5.0
@@ -186,9 +192,9 @@ def sample_images(
     uncond = text_encoder(_token_ids(tokenizer, [""] * len(prompts)))[0]
     states = torch.cat([uncond, cond])
     size = UNET_CONFIG["sample_size"]
-    latents = torch.randn(len(prompts), UNET_CONFIG["in_channels"], size, size, generator=torch.Generator().manual_seed(seed))
+    latents = torch.randn(len(prompts), int(unet.config.out_channels), size, size, generator=torch.Generator().manual_seed(seed))
     for t in scheduler.timesteps:
-        out = unet(torch.cat([latents, latents]), t, states).sample
+        out = run_unet(unet, torch.cat([latents, latents]), t, states)
         noise_uncond, noise_cond = out.chunk(2)
         latents = scheduler.step(noise_uncond + guidance * (noise_cond - noise_uncond), t, latents).prev_sample
     pixels = vae.decode(latents / scaling).sample
@@ -248,15 +254,25 @@ def training_target(z0: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tens
     return noise
 
 
+def build_unet(global_text: bool, scale_shift: bool, coordinates: bool):
+    """A fresh UNet of the demo configs; a coordinate UNet records so in its config (for export)."""
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel(**unet_config(global_text, scale_shift, coordinates))
+    if coordinates:
+        unet.register_to_config(**{COORDINATES_KEY: 2})
+    return unet
+
+
 def train_diffusion(data: SceneSet, latents: torch.Tensor, vae, tokenizer, cfg: TrainConfig, report: Report, preview_dir: Path | None):
     """Stage 2: text encoder + UNet on SD's scaled-linear schedule (epsilon or v-prediction)."""
-    from diffusers import DDPMScheduler, UNet2DConditionModel
+    from diffusers import DDPMScheduler
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(cfg.seed + 2)
     vocab = tokenizer.get_vocab()
     text_encoder = CLIPTextModel(CLIPTextConfig(**text_encoder_config(len(vocab), vocab[BOS], vocab[EOS], vocab[PAD])))
-    unet = UNet2DConditionModel(**unet_config(cfg.unet_global_text, cfg.unet_scale_shift))
+    unet = build_unet(cfg.unet_global_text, cfg.unet_scale_shift, cfg.unet_coordinates)
     noise_schedule = DDPMScheduler.from_config(_schedule(cfg))
     alphas = noise_schedule.alphas_cumprod.float()
     scaling = float(vae.config.scaling_factor)
@@ -279,7 +295,7 @@ def train_diffusion(data: SceneSet, latents: torch.Tensor, vae, tokenizer, cfg: 
         t = sample_timesteps(cfg.unet_batch, len(alphas), cfg.timestep_power, generator)
         a = alphas[t].view(-1, 1, 1, 1)
         noisy = a.sqrt() * z0 + (1 - a).sqrt() * noise
-        pred = unet(noisy, t, text_encoder(ids)[0]).sample
+        pred = run_unet(unet, noisy, t, text_encoder(ids)[0])
         target = training_target(z0, noise, a, cfg.prediction_type)
         weight = loss_weights(alphas[t] / (1 - alphas[t]), cfg.min_snr_gamma, cfg.prediction_type)
         loss = (weight * F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))).mean()
