@@ -162,3 +162,17 @@ def test_training_command_line_sets_coordinate_planes_and_they_stay_off_by_defau
     assert not parse_args(["-o", "x"])[1].unet_coordinates
     assert parse_args(["-o", "x", "--unet-coordinates"])[1].unet_coordinates
     assert unet_config(coordinates=True)["in_channels"] == unet_config()["out_channels"] + 2
+
+
+def test_position_response_measures_what_the_prompt_moves_in_the_shipped_model():
+    """The diagnostic behind docs/demo-model.md's position figures runs on the shipped checkpoint."""
+    from pathlib import Path
+
+    from nanoedge.export.training.diagnose import position_response
+
+    checkpoint = Path(__file__).resolve().parents[1] / "models" / "demo-checkpoint"
+    (row,) = position_response(checkpoint, noises=8, timesteps=(951,))
+    assert set(row) == {"timestep", "position_spread", "colour_spread", "position_right"}
+    # the shipped model reads the colour word (docs: colour 100% held-out): its estimate moves by tenths
+    assert row["colour_spread"] > 0.05
+    assert 0.0 <= row["position_right"] <= 1.0 and row["position_spread"] >= 0.0

@@ -63,6 +63,66 @@ def first_step_judgements(checkpoint: "str | Path", steps: int = 20, guidance: f
     return rows
 
 
+@torch.no_grad()
+def position_response(checkpoint: "str | Path", noises: int = 64, timesteps: tuple[int, ...] = (999, 951, 851, 701), seed: int = 0) -> list[dict]:
+    """Does the checkpoint's clean-image estimate move when only the position word changes?
+
+    For "a red circle <position> on a white background" (and blue, yellow), the conditional
+    clean-latent estimate from pure noise, averaged over ``noises`` draws, is the model's idea
+    of where the prompt puts the object. Per timestep: ``position_spread`` is the mean norm (per
+    latent cell) of each position's average minus the five positions' mean, ``colour_spread``
+    the same across six colours on the left (a model that reads the prompt moves these by
+    tenths), and ``position_right`` the share of the 15 averages whose weighted centroid of
+    change lies nearest the asked anchor (chance 0.2). Independent of any sampler or judge.
+    """
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+    from tokenizers import Tokenizer
+    from transformers import CLIPTextModel
+
+    from nanoedge.export.coordinates import run_unet
+    from nanoedge.runtime.demo.world import COLOURS, IMAGE_SIZE, POSITIONS, canonical_caption
+
+    folder = Path(checkpoint)
+    unet = UNet2DConditionModel.from_pretrained(folder / "unet").eval()
+    text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder").eval()
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer" / "tokenizer.json"))
+    config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    alphas = DDPMScheduler.from_config(config).alphas_cumprod
+    size = int(unet.config.sample_size)
+    noise = torch.randn(noises, int(unet.config.out_channels), size, size, generator=torch.Generator().manual_seed(seed))
+    cell = IMAGE_SIZE / size
+    anchors = {name: (x / cell, y / cell) for name, (x, y) in POSITIONS.items()}
+    ys, xs = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32), indexing="ij")
+
+    def mean_estimate(prompt: str, t: int) -> torch.Tensor:
+        ids = torch.tensor([tokenizer.encode(prompt).ids] * noises, dtype=torch.long)
+        out = run_unet(unet, noise, t, text_encoder(ids)[0])
+        a = alphas[t]
+        x0 = a.sqrt() * noise - (1 - a).sqrt() * out if config["prediction_type"] == "v_prediction" else (noise - (1 - a).sqrt() * out) / a.sqrt()
+        return x0.mean(0)
+
+    def with_background(prompt: str) -> str:
+        return f"{prompt} on a white background"
+
+    rows = []
+    for t in timesteps:
+        right, spreads = 0, []
+        for colour in ("red", "blue", "yellow"):
+            maps = {p: mean_estimate(with_background(canonical_caption(colour, "circle", p)), t) for p in POSITIONS}
+            centre = torch.stack(list(maps.values())).mean(0)
+            for p, estimate in maps.items():
+                change = (estimate - centre).norm(dim=0)
+                spreads.append(float(change.mean()))
+                w = change**2
+                cx, cy = float((w * xs).sum() / w.sum()), float((w * ys).sum() / w.sum())
+                right += min(anchors, key=lambda q: (anchors[q][0] - cx) ** 2 + (anchors[q][1] - cy) ** 2) == p
+        colours = [mean_estimate(with_background(canonical_caption(c, "circle", "left")), t) for c in COLOURS]
+        colour_centre = torch.stack(colours).mean(0)
+        colour_spread = float(np.mean([float((c - colour_centre).norm(dim=0).mean()) for c in colours]))
+        rows.append({"timestep": t, "position_spread": round(float(np.mean(spreads)), 4), "colour_spread": round(colour_spread, 4), "position_right": round(right / 15, 3)})
+    return rows
+
+
 def explained_variance(vae_folder: "str | Path", scenes: int = 1500, seed: int = 0) -> dict[str, float]:
     """Variance of the scaled latents left once scene attributes are known (1.0: nothing explained).
 
@@ -92,6 +152,8 @@ def explained_variance(vae_folder: "str | Path", scenes: int = 1500, seed: int =
     return {
         "nothing": residual(lambda s: 0),
         "background": residual(lambda s: s.background),
+        "background_colour": residual(lambda s: (s.background, s.colour)),
+        "background_position": residual(lambda s: (s.background, s.position)),
         "background_colour_position": residual(lambda s: (s.background, s.colour, s.position)),
         "every_attribute": residual(lambda s: (s.background, s.colour, s.position, s.shape, s.size)),
     }
@@ -106,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layout-probe", type=int, default=0, metavar="STEPS", help="instead: train a fresh model on the pure-noise step only (CHECKPOINT gives the VAE)")
     parser.add_argument("--probe-lr", type=float, default=1e-3, help="AdamW learning rate of the layout probe")
     parser.add_argument("--probe-cross-attention-16", action="store_true", help="layout probe with cross-attention at 16x16 too")
+    parser.add_argument("--position-response", action="store_true", help="instead: how far the clean-image estimate moves when only the position word changes")
     parser.add_argument("--explained-variance", action="store_true", help="instead: latent variance left once scene attributes are known")
     parser.add_argument("--prompt-use-probe", type=int, default=0, metavar="STEPS", help="instead: train a fresh model (v-prediction, zero terminal SNR, all timesteps) and print how much it uses the prompt")
     parser.add_argument("--probe-global-text", action="store_true", help="prompt-use probe with the pooled-text time embedding (--unet-global-text)")
@@ -113,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probe-timestep-power", type=float, default=1.0, help="prompt-use probe's timestep bias (--timestep-power)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if args.position_response:
+        for row in position_response(args.checkpoint):
+            print(json.dumps(row))
+        return 0
     if args.explained_variance:
         print(json.dumps(explained_variance(args.checkpoint)))
         return 0
