@@ -63,7 +63,8 @@ class TrainConfig:
     # noisy half (where the layout is decided) 2.4 times as often as the clean half (71% : 29%).
     timestep_power: float = 1.0
     # x/y coordinate planes appended to the UNet's input (export/coordinates.py). Off in the
-    # shipped recipe: in 2,500-step probes they did not make position learnable (docs/demo-model.md).
+    # shipped recipe: with v-prediction + zero terminal SNR (7,000 steps) they took held-out
+    # position from 11% to 60%, but shapes turned to blobs (docs/demo-model.md, run D).
     unet_coordinates: bool = False
     preview_every: int = 1750
     preview_steps: int = 20
