@@ -3,9 +3,9 @@
 Why: a convolutional UNet learns where a cell is only through zero padding, too weak a signal
 to map a prompt's "on the left" to an object on the left when the input is pure noise (the
 CoordConv finding: Liu et al. 2018, "An intriguing failing of convolutional neural networks
-and the CoordConv solution"). Our demo model drew the asked colour and shape wherever the
-noise put them until two constant planes, x and y in [-1, 1], were appended to its input
-(docs/demo-model.md). The planes are made inside the UNet's graph from the latents' height
+and the CoordConv solution"). Our demo models drew the asked colour and shape wherever the
+noise put them and ignored the position word; with two constant planes, x and y in [-1, 1],
+appended to the input, a run learned to place the object (docs/demo-model.md, run D). The planes are made inside the UNet's graph from the latents' height
 and width, so an exported UNet keeps Stable Diffusion's three inputs and the runtime, the
 quantizer and every target need nothing new.
 

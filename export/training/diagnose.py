@@ -18,6 +18,13 @@ import numpy as np
 import torch
 
 
+def clean_estimate(x: torch.Tensor, out: torch.Tensor, alpha_bar: torch.Tensor, prediction_type: str) -> torch.Tensor:
+    """The clean latent a UNet output implies at noise level ``alpha_bar`` (v or epsilon)."""
+    if prediction_type == "v_prediction":
+        return alpha_bar.sqrt() * x - (1 - alpha_bar).sqrt() * out
+    return (x - (1 - alpha_bar).sqrt() * out) / alpha_bar.sqrt()
+
+
 @torch.no_grad()
 def first_step_judgements(checkpoint: "str | Path", steps: int = 20, guidance: float = 5.0, seed: int = 7, show: int = 6) -> list[dict]:
     """Per denoising step (the first ``show``): judged accuracy of the x0 estimate, cond-uncond gap."""
@@ -48,10 +55,7 @@ def first_step_judgements(checkpoint: "str | Path", steps: int = 20, guidance: f
         a = scheduler.alphas_cumprod[t]
         uncond, cond = run_unet(unet, torch.cat([x, x]), t, states).chunk(2)
         out = uncond + guidance * (cond - uncond)
-        if config["prediction_type"] == "v_prediction":
-            x0 = a.sqrt() * x - (1 - a).sqrt() * out
-        else:
-            x0 = (x - (1 - a).sqrt() * out) / a.sqrt()
+        x0 = clean_estimate(x, out, a, config["prediction_type"])
         pixels = vae.decode(x0 / vae.config.scaling_factor).sample
         arrays = ((pixels.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
         scores: dict[str, list[bool]] = {}
@@ -97,9 +101,7 @@ def position_response(checkpoint: "str | Path", noises: int = 64, timesteps: tup
     def mean_estimate(prompt: str, t: int) -> torch.Tensor:
         ids = torch.tensor([tokenizer.encode(prompt).ids] * noises, dtype=torch.long)
         out = run_unet(unet, noise, t, text_encoder(ids)[0])
-        a = alphas[t]
-        x0 = a.sqrt() * noise - (1 - a).sqrt() * out if config["prediction_type"] == "v_prediction" else (noise - (1 - a).sqrt() * out) / a.sqrt()
-        return x0.mean(0)
+        return clean_estimate(noise, out, alphas[t], config["prediction_type"]).mean(0)
 
     def with_background(prompt: str) -> str:
         return f"{prompt} on a white background"
@@ -346,7 +348,7 @@ def prompt_use_probe(
                     x = ab.sqrt() * held_z + (1 - ab).sqrt() * held_noise
                     for key, cond in ((f"t{timestep}", states), (f"t{timestep}_shuf", states[other])):
                         v = unet(x, torch.full((len(x),), timestep), cond).sample
-                        row[key] = round(float(((ab.sqrt() * x - (1 - ab).sqrt() * v - held_z) ** 2).mean()), 3)
+                        row[key] = round(float(((clean_estimate(x, v, ab, "v_prediction") - held_z) ** 2).mean()), 3)
             rows.append(row)
             report(json.dumps(row))
     return rows
