@@ -18,6 +18,20 @@ import numpy as np
 import torch
 
 
+def _load_prompt_to_latent(checkpoint: "str | Path"):
+    """A checkpoint's UNet and text encoder (eval mode), its tokenizer and its scheduler config."""
+    from diffusers import UNet2DConditionModel
+    from tokenizers import Tokenizer
+    from transformers import CLIPTextModel
+
+    folder = Path(checkpoint)
+    unet = UNet2DConditionModel.from_pretrained(folder / "unet").eval()
+    text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder").eval()
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer" / "tokenizer.json"))
+    config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    return unet, text_encoder, tokenizer, config
+
+
 def clean_estimate(x: torch.Tensor, out: torch.Tensor, alpha_bar: torch.Tensor, prediction_type: str) -> torch.Tensor:
     """The clean latent a UNet output implies at noise level ``alpha_bar`` (v or epsilon)."""
     if prediction_type == "v_prediction":
@@ -28,21 +42,15 @@ def clean_estimate(x: torch.Tensor, out: torch.Tensor, alpha_bar: torch.Tensor, 
 @torch.no_grad()
 def first_step_judgements(checkpoint: "str | Path", steps: int = 20, guidance: float = 5.0, seed: int = 7, show: int = 6) -> list[dict]:
     """Per denoising step (the first ``show``): judged accuracy of the x0 estimate, cond-uncond gap."""
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderKL, DDIMScheduler
     from PIL import Image
-    from tokenizers import Tokenizer
-    from transformers import CLIPTextModel
 
     from nanoedge.export.coordinates import run_unet
     from nanoedge.runtime.demo.judge import judge_image
     from nanoedge.runtime.demo.world import evaluation_prompts
 
-    folder = Path(checkpoint)
-    unet = UNet2DConditionModel.from_pretrained(folder / "unet").eval()
-    text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder").eval()
-    vae = AutoencoderKL.from_pretrained(folder / "vae").eval()
-    tokenizer = Tokenizer.from_file(str(folder / "tokenizer" / "tokenizer.json"))
-    config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    unet, text_encoder, tokenizer, config = _load_prompt_to_latent(checkpoint)
+    vae = AutoencoderKL.from_pretrained(Path(checkpoint) / "vae").eval()
     scheduler = DDIMScheduler.from_config(config)
     scheduler.set_timesteps(steps)
     prompts = [p.prompt for p in evaluation_prompts()]
@@ -79,18 +87,12 @@ def position_response(checkpoint: "str | Path", noises: int = 64, timesteps: tup
     tenths), and ``position_right`` the share of the 15 averages whose weighted centroid of
     change lies nearest the asked anchor (chance 0.2). Independent of any sampler or judge.
     """
-    from diffusers import DDPMScheduler, UNet2DConditionModel
-    from tokenizers import Tokenizer
-    from transformers import CLIPTextModel
+    from diffusers import DDPMScheduler
 
     from nanoedge.export.coordinates import run_unet
     from nanoedge.runtime.demo.world import COLOURS, IMAGE_SIZE, POSITIONS, canonical_caption
 
-    folder = Path(checkpoint)
-    unet = UNet2DConditionModel.from_pretrained(folder / "unet").eval()
-    text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder").eval()
-    tokenizer = Tokenizer.from_file(str(folder / "tokenizer" / "tokenizer.json"))
-    config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    unet, text_encoder, tokenizer, config = _load_prompt_to_latent(checkpoint)
     alphas = DDPMScheduler.from_config(config).alphas_cumprod
     size = int(unet.config.sample_size)
     noise = torch.randn(noises, int(unet.config.out_channels), size, size, generator=torch.Generator().manual_seed(seed))
