@@ -103,6 +103,19 @@ def test_loss_weights_cap_easy_steps_and_keep_the_pure_noise_step():
     assert torch.equal(loss_weights(snr, 0.0, "v_prediction"), torch.ones(4))
 
 
+def test_v_weighting_epsilon_weights_the_clean_image_error_as_the_epsilon_objective_does():
+    """Squared v error = (snr + 1) x squared clean-image error, epsilon's = snr x it: so the
+    two objectives weight the clean-image error alike (min(snr, gamma))."""
+    from nanoedge.export.training.train import loss_weights
+
+    snr = torch.tensor([0.0, 0.5, 4.0, 100.0])
+    v = loss_weights(snr, 5.0, "v_prediction", "epsilon") * (snr + 1)
+    eps = loss_weights(snr[1:], 5.0, "epsilon") * snr[1:]
+    assert v[0] == 0 and torch.allclose(v[1:], eps)
+    with pytest.raises(ValueError, match="v_weighting"):
+        loss_weights(snr, 5.0, "v_prediction", "bogus")
+
+
 def test_training_command_line_sets_boolean_and_schedule_options():
     from nanoedge.export.training.__main__ import parse_args
     from nanoedge.export.training.train import TrainConfig
@@ -176,3 +189,85 @@ def test_position_response_measures_what_the_prompt_moves_in_the_shipped_model()
     # the shipped model reads the colour word (docs: colour 100% held-out): its estimate moves by tenths
     assert row["colour_spread"] > 0.05
     assert 0.0 <= row["position_right"] <= 1.0 and row["position_spread"] >= 0.0
+
+
+def test_init_from_continues_a_checkpoint_and_records_the_whole_chain(tmp_path):
+    """A second stage starts from the earlier weights (not fresh ones) and counts its time."""
+    import json
+    from pathlib import Path
+
+    from diffusers import UNet2DConditionModel
+
+    from nanoedge.export.training.train import TrainConfig, train_demo
+
+    shipped = Path(__file__).resolve().parents[1] / "models" / "demo-checkpoint"
+    earlier = json.loads((shipped / "training.json").read_text())
+    recipe = TrainConfig(**earlier["recipe"])
+    # a learning rate of ~0: two steps must leave the continued weights where they were
+    cfg = TrainConfig(**{**earlier["recipe"], "scenes": 64, "unet_steps": 2, "unet_batch": 2, "unet_lr": 1e-12, "threads": 1})
+    out = train_demo(tmp_path / "continued", cfg, report=lambda *_: None, previews=False, init_from=shipped)
+    before = UNet2DConditionModel.from_pretrained(shipped / "unet").state_dict()
+    after = UNet2DConditionModel.from_pretrained(out / "unet").state_dict()
+    assert max(float((before[k] - after[k]).abs().max()) for k in before) < 1e-6
+    record = json.loads((out / "training.json").read_text())
+    assert record["continued_from"]["recipe"] == earlier["recipe"] and recipe.unet_steps == earlier["recipe"]["unet_steps"]
+    assert record["seconds"]["total"] > earlier["seconds"]["total"]
+
+
+def test_init_from_refuses_a_checkpoint_the_flags_do_not_describe(tmp_path):
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    from nanoedge.export.training.tokenizer import build_tokenizer
+    from nanoedge.export.training.train import TrainConfig, load_for_fine_tuning
+
+    shipped = Path(__file__).resolve().parents[1] / "models" / "demo-checkpoint"
+    recipe = TrainConfig(**json.loads((shipped / "training.json").read_text())["recipe"])
+    tokenizer = build_tokenizer(24)
+    load_for_fine_tuning(shipped, recipe, tokenizer)  # the flags it was trained with: accepted
+    with pytest.raises(ValueError, match="in_channels"):
+        load_for_fine_tuning(shipped, dataclasses.replace(recipe, unet_coordinates=True), tokenizer)
+    with pytest.raises(ValueError, match="prediction_type"):
+        load_for_fine_tuning(shipped, dataclasses.replace(recipe, prediction_type="v_prediction", zero_terminal_snr=True), tokenizer)
+    with pytest.raises(FileNotFoundError, match="not a demo checkpoint"):
+        load_for_fine_tuning(tmp_path, recipe, tokenizer)
+
+
+def test_later_phases_in_one_run_equal_a_chain_of_init_from_runs(tmp_path):
+    """The shipped recipe's phases are one command; it must train what the chain of
+    ``--init-from`` runs the phases were found with trained (same weights)."""
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from nanoedge.export.training.train import TrainConfig, train_demo
+
+    shipped = Path(__file__).resolve().parents[1] / "models" / "demo-checkpoint"
+    base = dataclasses.replace(
+        TrainConfig(**json.loads((shipped / "training.json").read_text())["recipe"]),
+        scenes=64, unet_batch=2, unet_steps=2, unet_lr=1e-3, warmup_steps=1, threads=1, later_phases="",
+    )
+    quiet = {"report": lambda *_: None, "previews": False}
+    one_run = train_demo(tmp_path / "one", dataclasses.replace(base, later_phases="2:5e-4:1:epsilon"), vae_from=shipped, **quiet)
+    first = train_demo(tmp_path / "first", base, vae_from=shipped, **quiet)
+    second = train_demo(tmp_path / "second", dataclasses.replace(base, unet_lr=5e-4, timestep_power=1.0, v_weighting="epsilon"), init_from=first, **quiet)
+    straight = train_demo(tmp_path / "straight", dataclasses.replace(base, unet_steps=4), vae_from=shipped, **quiet)
+    weights = {name: load_file(str(folder / "unet" / "diffusion_pytorch_model.safetensors")) for name, folder in
+               {"one": one_run, "chain": second, "straight": straight}.items()}
+    gap = lambda a, b: max(float((weights[a][k] - weights[b][k]).abs().max()) for k in weights[a])  # noqa: E731
+    assert gap("one", "chain") < 1e-6
+    assert gap("one", "straight") > 1e-4  # the phase boundary changes the result: the check can fail
+    assert json.loads((one_run / "training.json").read_text())["recipe"]["later_phases"] == "2:5e-4:1:epsilon"
+
+
+def test_later_phases_parse_and_refuse_malformed_items():
+    from nanoedge.export.training.train import Phase, TrainConfig, training_phases
+
+    phases = training_phases(TrainConfig(unet_steps=7, unet_lr=1e-3, timestep_power=2.0, later_phases="3:3e-4:1:keep-noise, 5:3e-4:1:epsilon"))
+    assert phases == [Phase(7, 1e-3, 2.0, "keep-noise"), Phase(3, 3e-4, 1.0, "keep-noise"), Phase(5, 3e-4, 1.0, "epsilon")]
+    for bad in ("3:3e-4:1", "x:1e-3:1:epsilon", "3:3e-4:1:bogus", "0:3e-4:1:epsilon"):
+        with pytest.raises(ValueError, match="later phase"):
+            training_phases(TrainConfig(later_phases=bad))

@@ -21,6 +21,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Train
     parser.add_argument("--no-previews", action="store_true", help="skip the judged preview strips written beside OUTPUT")
     parser.add_argument("--vae-only", action="store_true", help="stop after stage 1 and write OUTPUT/vae")
     parser.add_argument("--vae-from", default=None, help="reuse the VAE a --vae-only run wrote to this folder (same result as one run)")
+    parser.add_argument(
+        "--init-from", default=None, help="continue the text encoder and UNet of a checkpoint this trainer wrote (and reuse its VAE)"
+    )
     for f in dataclasses.fields(TrainConfig):
         flag = f"--{f.name.replace('_', '-')}"
         if isinstance(f.default, bool):
@@ -40,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         text = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items())
         logging.getLogger("nanoedge.train").info("%s %s", stage, text)
 
-    train_demo(args.output, cfg, report=report, previews=not args.no_previews, vae_only=args.vae_only, vae_from=args.vae_from)
+    train_demo(args.output, cfg, report=report, previews=not args.no_previews, vae_only=args.vae_only, vae_from=args.vae_from, init_from=args.init_from)
     return 0
 
 

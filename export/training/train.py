@@ -53,6 +53,15 @@ class TrainConfig:
     ema_decay: float = 0.998
     caption_dropout: float = 0.1
     min_snr_gamma: float = 5.0
+    # V-prediction only: "keep-noise" keeps weight 1 at the pure-noise step (layout from the
+    # prompt); "epsilon" weights each step's clean-image error as the epsilon objective does
+    # (min(snr, gamma)), so the noisy steps stop dominating the gradient (shapes).
+    v_weighting: str = "keep-noise"
+    # More diffusion phases after the first (which unet_steps, unet_lr, timestep_power and
+    # v_weighting describe): "STEPS:LR:POWER:WEIGHTING" items separated by commas. Each starts
+    # from the EMA weights with a fresh optimizer, warm-up, cosine cycle and EMA, exactly as
+    # --init-from continues a saved checkpoint (tests/test_demo_training.py checks the two agree).
+    later_phases: str = ""
     prediction_type: str = "epsilon"
     zero_terminal_snr: bool = False
     timestep_spacing: str = "leading"
@@ -74,6 +83,32 @@ class TrainConfig:
 
 
 Report = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One stretch of diffusion training: its steps, peak learning rate and timestep mix."""
+
+    steps: int
+    lr: float
+    timestep_power: float
+    v_weighting: str
+
+
+def training_phases(cfg: TrainConfig) -> list[Phase]:
+    """The first phase from cfg's own fields, then those ``cfg.later_phases`` lists."""
+    phases = [Phase(cfg.unet_steps, cfg.unet_lr, cfg.timestep_power, cfg.v_weighting)]
+    for item in filter(None, (part.strip() for part in cfg.later_phases.split(","))):
+        fields = item.split(":")
+        try:
+            steps, lr, power, weighting = fields
+            phase = Phase(int(steps), float(lr), float(power), weighting)
+        except ValueError:
+            raise ValueError(f"later phase {item!r} is not STEPS:LR:POWER:WEIGHTING (e.g. 3000:3e-4:1:epsilon)") from None
+        if phase.steps < 1 or phase.lr <= 0 or phase.timestep_power <= 0 or phase.v_weighting not in ("keep-noise", "epsilon"):
+            raise ValueError(f"later phase {item!r}: steps >= 1, lr > 0, power > 0, weighting keep-noise or epsilon")
+        phases.append(phase)
+    return phases
 
 
 def _lr_factor(step: int, total: int, warmup: int) -> float:
@@ -224,17 +259,26 @@ def _schedule(cfg: TrainConfig) -> dict[str, Any]:
     return scheduler_config(cfg.prediction_type, cfg.zero_terminal_snr, cfg.timestep_spacing)
 
 
-def loss_weights(snr: torch.Tensor, gamma: float, prediction_type: str) -> torch.Tensor:
+def loss_weights(snr: torch.Tensor, gamma: float, prediction_type: str, v_weighting: str = "keep-noise") -> torch.Tensor:
     """Per-sample weights of the MSE on the model's target (min-SNR-gamma style).
 
     Epsilon: min(snr, gamma) / snr (Hang et al.). V-prediction: the v error is the x0 error
     times (snr + 1), so min(snr + 1, gamma) / (snr + 1) caps the easy low-noise steps the same
     way but keeps weight 1 at the pure-noise end (the usual min(snr, gamma) / (snr + 1) would
     give it 0, which is exactly where the layout has to come from the prompt). gamma <= 0: 1.
+
+    ``v_weighting="epsilon"`` is that usual form: the clean-image error of every step weighted
+    min(snr, gamma), as the epsilon objective weights it. The pure-noise end, whose error is
+    the largest and cannot shrink below the spread of the scenes a prompt allows, then stops
+    dominating the gradient, which is what the mid-noise steps (where shapes are drawn) need.
     """
+    if v_weighting not in ("keep-noise", "epsilon"):
+        raise ValueError(f"v_weighting must be keep-noise or epsilon, not {v_weighting!r}")
     if gamma <= 0:
         return torch.ones_like(snr)
     if prediction_type == "v_prediction":
+        if v_weighting == "epsilon":
+            return torch.clamp(snr, max=gamma) / (snr + 1)
         return torch.clamp(snr + 1, max=gamma) / (snr + 1)
     return torch.clamp(snr, max=gamma) / snr
 
@@ -265,61 +309,111 @@ def build_unet(global_text: bool, scale_shift: bool, coordinates: bool):
     return unet
 
 
-def train_diffusion(data: SceneSet, latents: torch.Tensor, vae, tokenizer, cfg: TrainConfig, report: Report, preview_dir: Path | None):
-    """Stage 2: text encoder + UNet on SD's scaled-linear schedule (epsilon or v-prediction)."""
+def load_for_fine_tuning(folder: Path, cfg: TrainConfig, tokenizer) -> tuple[Any, Any]:
+    """The text encoder and UNet of a demo checkpoint, to continue training from.
+
+    Refuses a checkpoint the recipe ``cfg`` could not continue: another architecture, another
+    prediction target or noise schedule, or another vocabulary would silently train a
+    different model than the one the flags describe.
+    """
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    folder = Path(folder)
+    if not (folder / "unet" / "config.json").exists():
+        raise FileNotFoundError(f"{folder} is not a demo checkpoint (no unet/config.json): pass a folder this trainer wrote")
+    unet = UNet2DConditionModel.from_pretrained(folder / "unet")
+    wanted = build_unet(cfg.unet_global_text, cfg.unet_scale_shift, cfg.unet_coordinates).config
+    different = [k for k in ("in_channels", "block_out_channels", "addition_embed_type", "resnet_time_scale_shift", COORDINATES_KEY) if unet.config.get(k) != wanted.get(k)]
+    if different:
+        raise ValueError(f"{folder}'s UNet differs from the recipe's in {', '.join(different)}: pass the same architecture flags it was trained with")
+    saved = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    schedule = _schedule(cfg)
+    for key in ("prediction_type", "rescale_betas_zero_snr", "beta_schedule"):
+        if saved.get(key, False) != schedule.get(key, False):
+            raise ValueError(f"{folder} was trained with {key}={saved.get(key, False)!r}, the recipe asks {schedule.get(key, False)!r}: pass the same schedule flags")
+    saved_vocab = json.loads((folder / "tokenizer" / "tokenizer.json").read_text())["model"]["vocab"]
+    if saved_vocab != tokenizer.get_vocab():
+        raise ValueError(f"{folder}'s tokenizer has another vocabulary than this world's: it cannot be continued here")
+    return CLIPTextModel.from_pretrained(folder / "text_encoder"), unet
+
+
+def train_diffusion(
+    data: SceneSet, latents: torch.Tensor, vae, tokenizer, cfg: TrainConfig, report: Report, preview_dir: Path | None, init_from: "Path | None" = None
+):
+    """Stage 2: text encoder + UNet on SD's scaled-linear schedule (epsilon or v-prediction).
+
+    ``init_from``: start from that checkpoint's text encoder and UNet instead of fresh weights
+    (a second stage with another timestep mix, or a fine-tune); the rest of the run is the same.
+    The phases (``training_phases``) run one after the other on the same weights.
+    """
     from diffusers import DDPMScheduler
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(cfg.seed + 2)
     vocab = tokenizer.get_vocab()
-    text_encoder = CLIPTextModel(CLIPTextConfig(**text_encoder_config(len(vocab), vocab[BOS], vocab[EOS], vocab[PAD])))
-    unet = build_unet(cfg.unet_global_text, cfg.unet_scale_shift, cfg.unet_coordinates)
+    if init_from is not None:
+        text_encoder, unet = load_for_fine_tuning(init_from, cfg, tokenizer)
+    else:
+        text_encoder = CLIPTextModel(CLIPTextConfig(**text_encoder_config(len(vocab), vocab[BOS], vocab[EOS], vocab[PAD])))
+        unet = build_unet(cfg.unet_global_text, cfg.unet_scale_shift, cfg.unet_coordinates)
     noise_schedule = DDPMScheduler.from_config(_schedule(cfg))
     alphas = noise_schedule.alphas_cumprod.float()
     scaling = float(vae.config.scaling_factor)
     params = [p for p in list(unet.parameters()) + list(text_encoder.parameters()) if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, cfg.unet_steps, cfg.warmup_steps))
-    ema = _Ema(params, cfg.ema_decay)
-    rng = np.random.default_rng(cfg.seed + 2)
-    generator = torch.Generator().manual_seed(cfg.seed + 2)
+    phases = training_phases(cfg)
+    total_steps = sum(p.steps for p in phases)
     started = time.perf_counter()
-    running = None
     previews: dict[int, dict[str, float]] = {}
-    for step in range(cfg.unet_steps):
-        unet.train()
-        text_encoder.train()
-        index = rng.integers(0, len(data), cfg.unet_batch)
-        ids = _token_ids(tokenizer, draw_captions(data.scenes, index, rng, cfg.caption_dropout))
-        z0 = latents[torch.from_numpy(index)] * scaling
-        noise = torch.randn(z0.shape, generator=generator)
-        t = sample_timesteps(cfg.unet_batch, len(alphas), cfg.timestep_power, generator)
-        a = alphas[t].view(-1, 1, 1, 1)
-        noisy = a.sqrt() * z0 + (1 - a).sqrt() * noise
-        pred = run_unet(unet, noisy, t, text_encoder(ids)[0])
-        target = training_target(z0, noise, a, cfg.prediction_type)
-        weight = loss_weights(alphas[t] / (1 - alphas[t]), cfg.min_snr_gamma, cfg.prediction_type)
-        loss = (weight * F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        schedule.step()
-        ema.update()
-        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        last = step == cfg.unet_steps - 1
-        if step % 50 == 0 or last:
-            report("unet", {"step": step, "loss": running, "lr": schedule.get_last_lr()[0], "seconds": time.perf_counter() - started})
-        if preview_dir is not None and cfg.preview_every and ((step + 1) % cfg.preview_every == 0 or last):
-            current = [p.detach().clone() for p in params]
+    offset = 0
+    ema = None
+    for number, phase in enumerate(phases):
+        if ema is not None:  # a later phase continues from the EMA weights, as --init-from does
             ema.copy_to(params)
-            unet.eval()
-            text_encoder.eval()
-            previews[step + 1] = _preview(text_encoder, unet, vae, tokenizer, cfg, scaling, preview_dir / f"preview-{step + 1:05d}.png")
-            report("preview", {"step": step + 1, **previews[step + 1]})
-            with torch.no_grad():
-                for p, value in zip(params, current):
-                    p.copy_(value)
+            report("phase", {"phase": number + 1, "step": offset, **asdict(phase)})
+        optimizer = torch.optim.AdamW(params, lr=phase.lr, weight_decay=0.01)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s, n=phase.steps: _lr_factor(s, n, cfg.warmup_steps))
+        ema = _Ema(params, cfg.ema_decay)
+        rng = np.random.default_rng(cfg.seed + 2)
+        generator = torch.Generator().manual_seed(cfg.seed + 2)
+        running = None
+        for phase_step in range(phase.steps):
+            step = offset + phase_step
+            unet.train()
+            text_encoder.train()
+            index = rng.integers(0, len(data), cfg.unet_batch)
+            ids = _token_ids(tokenizer, draw_captions(data.scenes, index, rng, cfg.caption_dropout))
+            z0 = latents[torch.from_numpy(index)] * scaling
+            noise = torch.randn(z0.shape, generator=generator)
+            t = sample_timesteps(cfg.unet_batch, len(alphas), phase.timestep_power, generator)
+            a = alphas[t].view(-1, 1, 1, 1)
+            noisy = a.sqrt() * z0 + (1 - a).sqrt() * noise
+            pred = run_unet(unet, noisy, t, text_encoder(ids)[0])
+            target = training_target(z0, noise, a, cfg.prediction_type)
+            weight = loss_weights(alphas[t] / (1 - alphas[t]), cfg.min_snr_gamma, cfg.prediction_type, phase.v_weighting)
+            loss = (weight * F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            schedule.step()
+            ema.update()
+            running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+            last = step == total_steps - 1
+            if step % 50 == 0 or last:
+                report("unet", {"step": step, "loss": running, "lr": schedule.get_last_lr()[0], "seconds": time.perf_counter() - started})
+            if preview_dir is not None and cfg.preview_every and ((step + 1) % cfg.preview_every == 0 or last):
+                current = [p.detach().clone() for p in params]
+                ema.copy_to(params)
+                unet.eval()
+                text_encoder.eval()
+                previews[step + 1] = _preview(text_encoder, unet, vae, tokenizer, cfg, scaling, preview_dir / f"preview-{step + 1:05d}.png")
+                report("preview", {"step": step + 1, **previews[step + 1]})
+                with torch.no_grad():
+                    for p, value in zip(params, current):
+                        p.copy_(value)
+        offset += phase.steps
+    assert ema is not None
     ema.copy_to(params)
     return text_encoder.eval(), unet.eval(), previews
 
@@ -356,12 +450,15 @@ def train_demo(
     previews: bool = True,
     vae_only: bool = False,
     vae_from: "str | Path | None" = None,
+    init_from: "str | Path | None" = None,
 ) -> Path:
     """Run the whole recipe and write the checkpoint folder ``output``; returns its path.
 
     The stages can run apart with the same result as one run (each has its own seeds):
     ``vae_only`` stops after stage 1 and writes ``output/vae``; ``vae_from`` loads that VAE
-    (``DIR/vae``) instead of training it.
+    (``DIR/vae``) instead of training it. ``init_from`` continues the text encoder and UNet
+    of a checkpoint this trainer wrote (its VAE too, unless ``vae_from`` says otherwise); the
+    training time recorded is then the whole chain's, the earlier run's included.
     """
     cfg = cfg or TrainConfig()
     if cfg.zero_terminal_snr and cfg.prediction_type == "epsilon":
@@ -373,6 +470,8 @@ def train_demo(
     data = render_scene_set(cfg.seed, cfg.scenes)
     report("data", {"scenes": len(data), "seconds": time.perf_counter() - started})
     vae_started = time.perf_counter()
+    if init_from is not None and vae_from is None:
+        vae_from = init_from
     if vae_from is not None:
         from diffusers import AutoencoderKL
 
@@ -401,10 +500,16 @@ def train_demo(
     if preview_dir is not None:
         preview_dir.mkdir(parents=True, exist_ok=True)
     unet_started = time.perf_counter()
-    text_encoder, unet, scores = train_diffusion(data, latents, vae, tokenizer, cfg, report, preview_dir)
+    text_encoder, unet, scores = train_diffusion(data, latents, vae, tokenizer, cfg, report, preview_dir, None if init_from is None else Path(init_from))
     total = time.perf_counter() - started + (vae_seconds if vae_from is not None else 0.0)
+    earlier = None
+    if init_from is not None:
+        earlier = json.loads((Path(init_from) / "training.json").read_text())
+        # The earlier run's total already holds the VAE: count it once.
+        total += float(earlier["seconds"]["total"]) - vae_seconds
     extra = {
         "recipe": asdict(cfg),
+        **({"continued_from": {"path": str(init_from), "recipe": earlier["recipe"], "seconds": earlier["seconds"], **({"continued_from": earlier["continued_from"]} if "continued_from" in earlier else {})}} if earlier else {}),
         "seconds": {"vae": round(vae_seconds, 1), "diffusion": round(time.perf_counter() - unet_started, 1), "total": round(total, 1)},
         "parameters": {
             "text_encoder": sum(p.numel() for p in text_encoder.parameters()),
