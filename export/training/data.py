@@ -31,6 +31,26 @@ def render_scene_set(seed: int, count: int) -> SceneSet:
     return SceneSet(scenes, images.contiguous())
 
 
-def draw_captions(scenes: list[Scene], indices: np.ndarray, rng: np.random.Generator, drop: float) -> list[str]:
-    """A fresh caption per chosen scene; with probability ``drop`` the empty prompt (for CFG)."""
-    return ["" if rng.random() < drop else caption_for(scenes[i], rng) for i in indices]
+ATTRIBUTES = ("colour", "shape", "position")
+
+
+def draw_captions(scenes: list[Scene], indices: np.ndarray, rng: np.random.Generator, drop: float, attribute_drop: float = 0.0) -> list[str]:
+    """A fresh caption per chosen scene; with probability ``drop`` the empty prompt (for CFG).
+
+    ``attribute_drop``: each of the colour, shape and position words is left out with this
+    probability (never all three at once), so each word has to carry its own attribute on its
+    own; the model cannot tie a shape to the colour and place it was seen with. At 0 no extra
+    random numbers are drawn (the captions are those of a run without it).
+    """
+    captions = []
+    for i in indices:
+        if rng.random() < drop:
+            captions.append("")
+            continue
+        omit: set[str] = set()
+        if attribute_drop > 0:
+            omit = {a for a, u in zip(ATTRIBUTES, rng.random(3)) if u < attribute_drop}
+            if len(omit) == len(ATTRIBUTES):
+                omit = set()
+        captions.append(caption_for(scenes[i], rng, frozenset(omit)))
+    return captions

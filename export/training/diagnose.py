@@ -163,6 +163,39 @@ def explained_variance(vae_folder: "str | Path", scenes: int = 1500, seed: int =
     }
 
 
+@torch.no_grad()
+def word_separation(checkpoint: "str | Path") -> dict[str, float]:
+    """How far apart the text encoder puts prompts that differ in one shape or colour word.
+
+    Mean L2 distance between the last hidden states (what the UNet attends to) of "a COLOUR
+    SHAPE POSITION" prompts that differ only in the shape word, per pair of shapes, averaged
+    over every colour and position, and the same for colour pairs. Two words the encoder maps
+    to nearly the same states cannot be told apart by any UNet downstream: this is how the
+    v-prediction runs were found to draw circles and squares interchangeably
+    (docs/demo-model.md, fifth round).
+    """
+    from nanoedge.runtime.demo.world import COLOURS, POSITIONS, SHAPES, canonical_caption
+
+    _, text_encoder, tokenizer, _ = _load_prompt_to_latent(checkpoint)
+
+    def states(prompts: list[str]) -> torch.Tensor:
+        ids = torch.tensor([e.ids for e in tokenizer.encode_batch(prompts)], dtype=torch.long)
+        return text_encoder(ids)[0]
+
+    result: dict[str, float] = {}
+    for pair in ((a, b) for i, a in enumerate(SHAPES) for b in SHAPES[i + 1 :]):
+        one, two = ([canonical_caption(c, shape, p) for c in COLOURS for p in POSITIONS] for shape in pair)
+        result[f"shape {pair[0]}-{pair[1]}"] = round(float((states(one) - states(two)).flatten(1).norm(dim=1).mean()), 3)
+    colours = list(COLOURS)
+    gaps = []
+    for i, a in enumerate(colours):
+        for b in colours[i + 1 :]:
+            one, two = ([canonical_caption(c, s, p) for s in SHAPES for p in POSITIONS] for c in (a, b))
+            gaps.append(float((states(one) - states(two)).flatten(1).norm(dim=1).mean()))
+    result["colour pairs (mean)"] = round(float(np.mean(gaps)), 3)
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nanoedge.export.training.diagnose", description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint")
@@ -173,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probe-lr", type=float, default=1e-3, help="AdamW learning rate of the layout probe")
     parser.add_argument("--probe-cross-attention-16", action="store_true", help="layout probe with cross-attention at 16x16 too")
     parser.add_argument("--position-response", action="store_true", help="instead: how far the clean-image estimate moves when only the position word changes")
+    parser.add_argument("--word-separation", action="store_true", help="instead: how far apart the text encoder puts prompts differing in one shape or colour word")
     parser.add_argument("--explained-variance", action="store_true", help="instead: latent variance left once scene attributes are known")
     parser.add_argument("--prompt-use-probe", type=int, default=0, metavar="STEPS", help="instead: train a fresh model (v-prediction, zero terminal SNR, all timesteps) and print how much it uses the prompt")
     parser.add_argument("--probe-global-text", action="store_true", help="prompt-use probe with the pooled-text time embedding (--unet-global-text)")
@@ -183,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.position_response:
         for row in position_response(args.checkpoint):
             print(json.dumps(row))
+        return 0
+    if args.word_separation:
+        print(json.dumps(word_separation(args.checkpoint)))
         return 0
     if args.explained_variance:
         print(json.dumps(explained_variance(args.checkpoint)))

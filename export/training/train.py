@@ -62,6 +62,9 @@ class TrainConfig:
     # from the EMA weights with a fresh optimizer, warm-up, cosine cycle and EMA, exactly as
     # --init-from continues a saved checkpoint (tests/test_demo_training.py checks the two agree).
     later_phases: str = ""
+    # Per caption, each of the colour, shape and position words is left out with this
+    # probability (data.draw_captions), in the first phase; a later phase's fifth field sets its own.
+    attribute_dropout: float = 0.0
     prediction_type: str = "epsilon"
     zero_terminal_snr: bool = False
     timestep_spacing: str = "leading"
@@ -93,20 +96,27 @@ class Phase:
     lr: float
     timestep_power: float
     v_weighting: str
+    attribute_dropout: float = 0.0
 
 
 def training_phases(cfg: TrainConfig) -> list[Phase]:
-    """The first phase from cfg's own fields, then those ``cfg.later_phases`` lists."""
-    phases = [Phase(cfg.unet_steps, cfg.unet_lr, cfg.timestep_power, cfg.v_weighting)]
+    """The first phase from cfg's own fields, then those ``cfg.later_phases`` lists
+    (``STEPS:LR:POWER:WEIGHTING[:ATTRIBUTE_DROPOUT]``)."""
+    phases = [Phase(cfg.unet_steps, cfg.unet_lr, cfg.timestep_power, cfg.v_weighting, cfg.attribute_dropout)]
     for item in filter(None, (part.strip() for part in cfg.later_phases.split(","))):
         fields = item.split(":")
         try:
-            steps, lr, power, weighting = fields
-            phase = Phase(int(steps), float(lr), float(power), weighting)
+            steps, lr, power, weighting, *rest = fields
+            if len(rest) > 1:
+                raise ValueError
+            phase = Phase(int(steps), float(lr), float(power), weighting, float(rest[0]) if rest else 0.0)
         except ValueError:
-            raise ValueError(f"later phase {item!r} is not STEPS:LR:POWER:WEIGHTING (e.g. 3000:3e-4:1:epsilon)") from None
-        if phase.steps < 1 or phase.lr <= 0 or phase.timestep_power <= 0 or phase.v_weighting not in ("keep-noise", "epsilon"):
-            raise ValueError(f"later phase {item!r}: steps >= 1, lr > 0, power > 0, weighting keep-noise or epsilon")
+            raise ValueError(f"later phase {item!r} is not STEPS:LR:POWER:WEIGHTING[:ATTRIBUTE_DROPOUT] (e.g. 3000:3e-4:1:epsilon:0.2)") from None
+        if (
+            phase.steps < 1 or phase.lr <= 0 or phase.timestep_power <= 0
+            or phase.v_weighting not in ("keep-noise", "epsilon") or not 0 <= phase.attribute_dropout < 1
+        ):
+            raise ValueError(f"later phase {item!r}: steps >= 1, lr > 0, power > 0, weighting keep-noise or epsilon, dropout in [0, 1)")
         phases.append(phase)
     return phases
 
@@ -382,7 +392,7 @@ def train_diffusion(
             unet.train()
             text_encoder.train()
             index = rng.integers(0, len(data), cfg.unet_batch)
-            ids = _token_ids(tokenizer, draw_captions(data.scenes, index, rng, cfg.caption_dropout))
+            ids = _token_ids(tokenizer, draw_captions(data.scenes, index, rng, cfg.caption_dropout, phase.attribute_dropout))
             z0 = latents[torch.from_numpy(index)] * scaling
             noise = torch.randn(z0.shape, generator=generator)
             t = sample_timesteps(cfg.unet_batch, len(alphas), phase.timestep_power, generator)

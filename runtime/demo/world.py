@@ -199,19 +199,26 @@ def render_scene(scene: Scene) -> Image.Image:
     return image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BOX)
 
 
-def caption_for(scene: Scene, rng: np.random.Generator) -> str:
-    """A random caption of ``scene``: synonyms, optional size and background, varied word order."""
+def caption_for(scene: Scene, rng: np.random.Generator, omit: "frozenset[str] | set[str]" = frozenset()) -> str:
+    """A random caption of ``scene``: synonyms, optional size and background, varied word order.
+
+    ``omit`` leaves out the colour, shape and/or position words (a partial caption: "a circle
+    on the left", "a red square"); the random draws are the same either way, so a caption
+    without omissions is exactly what it always was.
+    """
     words = []
     if rng.random() < 0.5:
         words.append(str(rng.choice(_SIZE_WORDS[scene.size])))
-    words.append(str(rng.choice(_COLOUR_WORDS[scene.colour])))
-    words.append(str(rng.choice(_SHAPE_WORDS[scene.shape])))
+    colour = str(rng.choice(_COLOUR_WORDS[scene.colour]))
+    shape = str(rng.choice(_SHAPE_WORDS[scene.shape]))
+    words += [w for w, attribute in ((colour, "colour"), (shape, "shape")) if attribute not in omit]
     bg = ""
     if rng.random() < 0.5:
         bg = f" on a {rng.choice(_BACKGROUND_WORDS[scene.background])} background"
     template = str(rng.choice(_TEMPLATES))
     pos = str(rng.choice(_POSITION_PHRASES[scene.position]))
-    return template.format(obj=" ".join(words), pos=pos, bg=bg)
+    text = template.format(obj=" ".join(words), pos="" if "position" in omit else pos, bg=bg)
+    return re.sub(r"\s+", " ", text).strip(" ,") if omit else text
 
 
 def canonical_caption(colour: str, shape: str, position: str, variant: int = 0) -> str:
