@@ -168,12 +168,12 @@ def test_training_command_line_sets_the_global_prompt_path():
     assert cfg.unet_global_text and cfg.unet_scale_shift and cfg.timestep_power == 2.0
 
 
-def test_training_command_line_sets_coordinate_planes_and_they_stay_off_by_default():
+def test_training_command_line_sets_coordinate_planes_on_by_default_as_shipped():
     from nanoedge.export.training.__main__ import parse_args
     from nanoedge.export.training.configs import unet_config
 
-    assert not parse_args(["-o", "x"])[1].unet_coordinates
-    assert parse_args(["-o", "x", "--unet-coordinates"])[1].unet_coordinates
+    assert parse_args(["-o", "x"])[1].unet_coordinates
+    assert not parse_args(["-o", "x", "--no-unet-coordinates"])[1].unet_coordinates
     assert unet_config(coordinates=True)["in_channels"] == unet_config()["out_channels"] + 2
 
 
@@ -193,6 +193,7 @@ def test_position_response_measures_what_the_prompt_moves_in_the_shipped_model()
 
 def test_init_from_continues_a_checkpoint_and_records_the_whole_chain(tmp_path):
     """A second stage starts from the earlier weights (not fresh ones) and counts its time."""
+    import dataclasses
     import json
     from pathlib import Path
 
@@ -202,9 +203,9 @@ def test_init_from_continues_a_checkpoint_and_records_the_whole_chain(tmp_path):
 
     shipped = Path(__file__).resolve().parents[1] / "models" / "demo-checkpoint"
     earlier = json.loads((shipped / "training.json").read_text())
-    recipe = TrainConfig(**earlier["recipe"])
+    recipe = TrainConfig.from_record(earlier["recipe"])
     # a learning rate of ~0: two steps must leave the continued weights where they were
-    cfg = TrainConfig(**{**earlier["recipe"], "scenes": 64, "unet_steps": 2, "unet_batch": 2, "unet_lr": 1e-12, "threads": 1})
+    cfg = dataclasses.replace(recipe, scenes=64, unet_steps=2, unet_batch=2, unet_lr=1e-12, threads=1)
     out = train_demo(tmp_path / "continued", cfg, report=lambda *_: None, previews=False, init_from=shipped)
     before = UNet2DConditionModel.from_pretrained(shipped / "unet").state_dict()
     after = UNet2DConditionModel.from_pretrained(out / "unet").state_dict()
@@ -223,13 +224,14 @@ def test_init_from_refuses_a_checkpoint_the_flags_do_not_describe(tmp_path):
     from nanoedge.export.training.train import TrainConfig, load_for_fine_tuning
 
     shipped = Path(__file__).resolve().parents[1] / "models" / "demo-checkpoint"
-    recipe = TrainConfig(**json.loads((shipped / "training.json").read_text())["recipe"])
+    recipe = TrainConfig.from_record(json.loads((shipped / "training.json").read_text())["recipe"])
     tokenizer = build_tokenizer(24)
     load_for_fine_tuning(shipped, recipe, tokenizer)  # the flags it was trained with: accepted
     with pytest.raises(ValueError, match="in_channels"):
-        load_for_fine_tuning(shipped, dataclasses.replace(recipe, unet_coordinates=True), tokenizer)
+        load_for_fine_tuning(shipped, dataclasses.replace(recipe, unet_coordinates=not recipe.unet_coordinates), tokenizer)
+    other = ("epsilon", False) if recipe.prediction_type == "v_prediction" else ("v_prediction", True)
     with pytest.raises(ValueError, match="prediction_type"):
-        load_for_fine_tuning(shipped, dataclasses.replace(recipe, prediction_type="v_prediction", zero_terminal_snr=True), tokenizer)
+        load_for_fine_tuning(shipped, dataclasses.replace(recipe, prediction_type=other[0], zero_terminal_snr=other[1]), tokenizer)
     with pytest.raises(FileNotFoundError, match="not a demo checkpoint"):
         load_for_fine_tuning(tmp_path, recipe, tokenizer)
 
@@ -247,7 +249,7 @@ def test_later_phases_in_one_run_equal_a_chain_of_init_from_runs(tmp_path):
 
     shipped = Path(__file__).resolve().parents[1] / "models" / "demo-checkpoint"
     base = dataclasses.replace(
-        TrainConfig(**json.loads((shipped / "training.json").read_text())["recipe"]),
+        TrainConfig.from_record(json.loads((shipped / "training.json").read_text())["recipe"]),
         scenes=64, unet_batch=2, unet_steps=2, unet_lr=1e-3, warmup_steps=1, threads=1, later_phases="",
     )
     quiet = {"report": lambda *_: None, "previews": False}
@@ -306,3 +308,39 @@ def test_word_separation_measures_the_shipped_text_encoder():
     assert all(v > 0 for v in result.values())
     # the shipped model draws the asked colour (held-out colour >= 90%): its encoder keeps colours apart
     assert result["colour pairs (mean)"] > 5
+
+
+def test_default_recipe_is_the_one_the_shipped_checkpoint_was_trained_with():
+    """``python -m nanoedge.export.training -o DIR`` (no flags) must retrain the shipped model:
+    its phases are those of the checkpoint's recorded runs (a chain of --init-from runs, or
+    one run with --later-phases), and every other knob is the same."""
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    from nanoedge.export.training.train import TrainConfig, training_phases
+
+    shipped = Path(__file__).resolve().parents[1] / "models" / "demo-checkpoint"
+    record = json.loads((shipped / "training.json").read_text())
+    chain = []
+    while record is not None:
+        chain.insert(0, TrainConfig.from_record(record["recipe"]))
+        record = record.get("continued_from")
+    recorded = [phase for stage in chain for phase in training_phases(stage)]
+    assert recorded == training_phases(TrainConfig())
+    per_phase = {"unet_steps", "unet_lr", "timestep_power", "v_weighting", "attribute_dropout", "later_phases"}
+    # knobs that do not change the weights: previews and threads
+    ignored = per_phase | {"preview_every", "preview_steps", "preview_guidance", "threads"}
+    for stage in chain:
+        for f in dataclasses.fields(TrainConfig):
+            if f.name not in ignored:
+                assert getattr(stage, f.name) == getattr(TrainConfig(), f.name), f.name
+
+
+def test_a_recorded_recipe_without_later_fields_means_what_the_trainer_then_did():
+    from nanoedge.export.training.train import TrainConfig, training_phases
+
+    old = {"unet_steps": 5, "unet_lr": 1e-3, "timestep_power": 2.0}  # written before phases existed
+    (phase,) = training_phases(TrainConfig.from_record(old))
+    assert (phase.steps, phase.v_weighting, phase.attribute_dropout) == (5, "keep-noise", 0.0)
+    assert len(training_phases(TrainConfig(**old))) == 3  # today's defaults would add the shipped phases

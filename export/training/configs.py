@@ -1,8 +1,9 @@
 """Architecture of the demo model: small configs of the real Stable Diffusion family.
 
-Why these sizes: the model must learn the scene world in well under an hour on two CPU cores
+Why these sizes: the model must learn the scene world in about an hour (80 min shipped) on two CPU cores
 and ship in a few MB, yet keep every structural feature a real SD checkpoint has (KL VAE,
-cross-attention UNet, CLIP text transformer, epsilon prediction on SD's beta schedule) so
+cross-attention UNet, CLIP text transformer, SD's beta schedule; the shipped model uses its
+zero-terminal-SNR v-prediction variant, as SD 2.x-era models do) so
 exporting, quantizing and running it exercises the same code paths as the big models.
 """
 
