@@ -178,20 +178,19 @@ def word_separation(checkpoint: "str | Path") -> dict[str, float]:
 
     _, text_encoder, tokenizer, _ = _load_prompt_to_latent(checkpoint)
 
-    def states(prompts: list[str]) -> torch.Tensor:
-        ids = torch.tensor([e.ids for e in tokenizer.encode_batch(prompts)], dtype=torch.long)
-        return text_encoder(ids)[0]
+    def gap(one: list[str], two: list[str]) -> float:
+        """Mean distance between the states of two prompt lists, pairwise."""
+        states = [text_encoder(torch.tensor([e.ids for e in tokenizer.encode_batch(p)], dtype=torch.long))[0] for p in (one, two)]
+        return float((states[0] - states[1]).flatten(1).norm(dim=1).mean())
 
     result: dict[str, float] = {}
-    for pair in ((a, b) for i, a in enumerate(SHAPES) for b in SHAPES[i + 1 :]):
-        one, two = ([canonical_caption(c, shape, p) for c in COLOURS for p in POSITIONS] for shape in pair)
-        result[f"shape {pair[0]}-{pair[1]}"] = round(float((states(one) - states(two)).flatten(1).norm(dim=1).mean()), 3)
+    for i, a in enumerate(SHAPES):
+        for b in SHAPES[i + 1 :]:
+            one, two = ([canonical_caption(c, shape, p) for c in COLOURS for p in POSITIONS] for shape in (a, b))
+            result[f"shape {a}-{b}"] = round(gap(one, two), 3)
     colours = list(COLOURS)
-    gaps = []
-    for i, a in enumerate(colours):
-        for b in colours[i + 1 :]:
-            one, two = ([canonical_caption(c, s, p) for s in SHAPES for p in POSITIONS] for c in (a, b))
-            gaps.append(float((states(one) - states(two)).flatten(1).norm(dim=1).mean()))
+    pairs = [(a, b) for i, a in enumerate(colours) for b in colours[i + 1 :]]
+    gaps = [gap(*([canonical_caption(c, s, p) for s in SHAPES for p in POSITIONS] for c in pair)) for pair in pairs]
     result["colour pairs (mean)"] = round(float(np.mean(gaps)), 3)
     return result
 

@@ -350,7 +350,8 @@ def load_for_fine_tuning(folder: Path, cfg: TrainConfig, tokenizer) -> tuple[Any
     if not (folder / "unet" / "config.json").exists():
         raise FileNotFoundError(f"{folder} is not a demo checkpoint (no unet/config.json): pass a folder this trainer wrote")
     unet = UNet2DConditionModel.from_pretrained(folder / "unet")
-    wanted = build_unet(cfg.unet_global_text, cfg.unet_scale_shift, cfg.unet_coordinates).config
+    # the config build_unet would give (without building a UNet to read it)
+    wanted = {**unet_config(cfg.unet_global_text, cfg.unet_scale_shift, cfg.unet_coordinates), COORDINATES_KEY: 2 if cfg.unet_coordinates else None}
     different = [k for k in ("in_channels", "block_out_channels", "addition_embed_type", "resnet_time_scale_shift", COORDINATES_KEY) if unet.config.get(k) != wanted.get(k)]
     if different:
         raise ValueError(f"{folder}'s UNet differs from the recipe's in {', '.join(different)}: pass the same architecture flags it was trained with")
