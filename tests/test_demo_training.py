@@ -205,7 +205,7 @@ def test_init_from_continues_a_checkpoint_and_records_the_whole_chain(tmp_path):
     earlier = json.loads((shipped / "training.json").read_text())
     recipe = TrainConfig.from_record(earlier["recipe"])
     # a learning rate of ~0: two steps must leave the continued weights where they were
-    cfg = dataclasses.replace(recipe, scenes=64, unet_steps=2, unet_batch=2, unet_lr=1e-12, threads=1)
+    cfg = dataclasses.replace(recipe, scenes=64, unet_steps=2, unet_batch=2, unet_lr=1e-12, threads=1, later_phases="")
     out = train_demo(tmp_path / "continued", cfg, report=lambda *_: None, previews=False, init_from=shipped)
     before = UNet2DConditionModel.from_pretrained(shipped / "unet").state_dict()
     after = UNet2DConditionModel.from_pretrained(out / "unet").state_dict()
