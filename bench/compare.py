@@ -149,6 +149,8 @@ def run_one(label: str, kind: str, path: str, config: Config, round_index: int, 
     cmd = [sys.executable, str(HERE / "compare_worker.py"), kind, path, "--size", config.size, "--steps", str(config.steps),
            "--guidance", f"{config.guidance:g}", "--latents", str(latents_for(config, work, args.seed)),
            "--images", str(args.images), "--image", str(image), "--json", str(record_file)]
+    if label in args.nanoedge_targets:
+        cmd += ["--target", args.nanoedge_targets[label]]
     log_file = work / "logs" / f"{config.key}-{label}-r{round_index}.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
     load_before = load_average()
@@ -553,6 +555,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--nanoedge", action="append", default=[], metavar="LABEL=PACKAGE")
     r.add_argument("--nanoedge-reduce-memory", action="append", default=[], metavar="LABEL=PACKAGE",
                    help="a nanoedge package run with Pipeline.load(reduce_memory=True): each model loaded for its stage")
+    r.add_argument("--nanoedge-target", action="append", default=[], metavar="LABEL=TARGET",
+                   help="run the nanoedge variant LABEL on this target profile (default cpu), e.g. int8-ov=openvino-cpu")
     r.add_argument("--no-diffusers", action="store_true")
     r.add_argument("--no-optimum", action="store_true")
     r.add_argument("--config", action="append", type=parse_config, default=[], metavar="WxH:STEPS:GUIDANCE")
@@ -604,6 +608,13 @@ def main(argv: list[str] | None = None) -> int:
     labels = [v[0] for v in variants]
     if len(set(labels)) != len(labels):
         parser.error(f"variant labels must be unique: {labels}")
+    args.nanoedge_targets = {}
+    nanoedge_labels = {label for label, kind, _ in variants if kind.startswith("nanoedge")}
+    for item in args.nanoedge_target:
+        label, sep, target = item.partition("=")
+        if not sep or label not in nanoedge_labels or not target:
+            parser.error(f"--nanoedge-target expects LABEL=TARGET for a nanoedge variant ({', '.join(sorted(nanoedge_labels))}), got {item!r}")
+        args.nanoedge_targets[label] = target
     args.variants = variants
     args.scaling_variants = [v for v in args.scaling_variants.split(",") if v]
     args.lock_variants = [v for v in args.lock_variants.split(",") if v]

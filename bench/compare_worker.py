@@ -66,13 +66,14 @@ def _optimum_runner(path: str, guidance: float):
     return run, {"scheduler": type(pipe.scheduler).__name__}
 
 
-def _nanoedge_runner(path: str, guidance: float, reduce_memory: bool = False):
+def _nanoedge_runner(path: str, guidance: float, reduce_memory: bool = False, target: str = "cpu"):
     from nanoedge.runtime import Pipeline
 
-    pipe = Pipeline.load(path, reduce_memory=reduce_memory)
+    pipe = Pipeline.load(path, target=target, reduce_memory=reduce_memory)
     scheduler = pipe.manifest.data.get("scheduler", {}).get("default")
     info = {"scheduler": scheduler, "precision": pipe.manifest.component("unet").get("precision"),
-            "quantization": (pipe.manifest.data.get("quantization") or {}).get("scheme"), "reduce_memory": reduce_memory}
+            "quantization": (pipe.manifest.data.get("quantization") or {}).get("scheme"), "reduce_memory": reduce_memory,
+            "target": pipe.profile.name}
 
     def run(latents, size, steps):
         return pipe.generate(PROMPT, size=f"{size[0]}x{size[1]}", steps=steps, guidance=guidance, seed=0, latents=latents)[0]
@@ -91,7 +92,7 @@ def peak_rss_mib() -> float:
 
 
 RUNNERS = {"diffusers": _diffusers_runner, "optimum": _optimum_runner, "nanoedge": _nanoedge_runner,
-           "nanoedge-reduce-memory": lambda path, guidance: _nanoedge_runner(path, guidance, reduce_memory=True)}
+           "nanoedge-reduce-memory": lambda path, guidance, **kw: _nanoedge_runner(path, guidance, reduce_memory=True, **kw)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,14 +107,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image", required=True, help="where the last image is written (PNG)")
     parser.add_argument("--json", dest="json_out", required=True)
     parser.add_argument("--started", type=float, default=None, help="parent's time.time() just before spawning")
+    parser.add_argument("--target", default=None, help="nanoedge kinds: the target profile (default cpu)")
     args = parser.parse_args(argv)
+    if args.target and not args.kind.startswith("nanoedge"):
+        parser.error("--target applies to nanoedge kinds only")
 
     import numpy as np
 
     width, height = (int(v) for v in args.size.lower().split("x"))
     latents = np.load(args.latents).astype(np.float32)
     t_args = time.time()
-    run, info = RUNNERS[args.kind](args.path, args.guidance)
+    run, info = RUNNERS[args.kind](args.path, args.guidance, **({"target": args.target} if args.target else {}))
     t_loaded = time.time()
     image_s, image_cpu_s, done = [], [], []
     image = None

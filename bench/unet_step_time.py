@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--runs", type=int, default=2, help="timed runs per package per round (after one warm-up)")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--target", action="append", default=[], metavar="LABEL=TARGET",
+                        help="open LABEL's UNet on this target profile instead of cpu (e.g. int8-ov=openvino-cpu)")
     parser.add_argument("--json", dest="as_json", action="store_true")
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.runs < 1:
@@ -74,12 +76,17 @@ def main(argv: list[str] | None = None) -> int:
         if not path:
             label, path = Path(item).name, item
         manifest = Manifest.load(path)
-        entries.append({"label": label, "path": path, "manifest": manifest, "times": [], "rss_mib": 0.0})
+        entries.append({"label": label, "path": path, "manifest": manifest, "times": [], "rss_mib": 0.0, "target": "cpu"})
+    targets = dict(item.partition("=")[::2] for item in args.target)
+    unknown = set(targets) - {e["label"] for e in entries}
+    if unknown:
+        parser.error(f"--target names no package label: {', '.join(sorted(unknown))}")
+    for entry in entries:
+        entry["target"] = targets.get(entry["label"], "cpu")
     feeds = unet_inputs(entries[0]["manifest"], size.width, size.height, args.batch)
-    profile = get_profile("cpu")
     for round_index in range(args.rounds):
         for entry in entries:
-            session = create_session(entry["manifest"].component_path("unet"), profile, args.threads)
+            session = create_session(entry["manifest"].component_path("unet"), get_profile(entry["target"]), args.threads)
             session.run(None, feeds)  # warm-up: first-run allocations and kernel selection
             for _ in range(args.runs):
                 started = time.perf_counter()
@@ -98,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         nbytes = unet_bytes(entry["manifest"])
         precision = entry["manifest"].component("unet").get("precision", "?")
         rows.append({
-            "label": entry["label"], "precision": precision, "unet_mib": round(nbytes / 2**20, 1), "bytes_ratio": round(nbytes / base_bytes, 4),
+            "label": entry["label"], "target": entry["target"], "precision": precision, "unet_mib": round(nbytes / 2**20, 1), "bytes_ratio": round(nbytes / base_bytes, 4),
             "median_s": round(median, 3), "min_s": round(min(entry["times"]), 3), "time_ratio": round(median / base, 3),
             "runs": len(entry["times"]), "rss_mib_after": round(entry["rss_mib"]),
         })

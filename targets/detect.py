@@ -44,7 +44,8 @@ def detect(profile: TargetProfile) -> TargetStatus:
         if not devices:
             return TargetStatus(False, f"{profile.accelerator} registered but reports no device", None)
         kinds = sorted({str(d.device.type).split(".")[-1] for d in devices})
-        simulated = os.uname().machine in ("x86_64", "AMD64")
+        # Qualcomm's HTP on an x86-64 host is the simulator; OpenVINO's CPU device is the real CPU.
+        simulated = profile.plugin == "onnxruntime_qnn" and os.uname().machine in ("x86_64", "AMD64")
         note = " (x86-64 HTP simulator)" if simulated else ""
         return TargetStatus(
             True, f"{profile.accelerator} from {profile.plugin}{note}, devices: {', '.join(kinds)}", providers=(profile.accelerator,), simulated=simulated

@@ -1,14 +1,16 @@
 """Execution providers shipped as plugin libraries (onnxruntime's EP-library interface).
 
-``onnxruntime-qnn`` is not built into onnxruntime: its provider library is registered once
-per process with ``register_execution_provider_library`` and then attached to a session
-through ``SessionOptions.add_provider_for_devices`` with the HTP backend library's path.
+``onnxruntime-qnn`` and ``onnxruntime-ep-openvino`` are not built into onnxruntime: their
+provider library is registered once per process with ``register_execution_provider_library``
+and then attached to a session through ``SessionOptions.add_provider_for_devices`` (QNN with
+the HTP backend library's path; OpenVINO with its CPU device and precision).
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import logging
 import os
 import sys
@@ -69,12 +71,37 @@ def plugin_devices(profile: TargetProfile) -> list:
     import onnxruntime as ort
 
     register(profile)
-    return [d for d in ort.get_ep_devices() if d.ep_name == profile.accelerator]
+    wanted = profile.plugin_device.items()
+    return [d for d in ort.get_ep_devices() if d.ep_name == profile.accelerator and all(d.ep_metadata.get(k) == v for k, v in wanted)]
 
 
-def plugin_provider_options(profile: TargetProfile) -> dict[str, str]:
-    """Options for add_provider_for_devices, including the backend library path for QNN."""
+#: NANOEDGE_OPENVINO_PRECISION values -> OpenVINO's INFERENCE_PRECISION_HINT.
+OPENVINO_PRECISIONS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16": "f16"}
+
+
+def plugin_provider_options(profile: TargetProfile, threads: int | None = None) -> dict[str, str]:
+    """Options for add_provider_for_devices: QNN's backend library; OpenVINO's threads and precision.
+
+    OpenVINO schedules its own threads, so the runtime's thread count (``threads`` /
+    NANOEDGE_THREADS) is passed as ``num_of_threads`` rather than onnxruntime's intra-op pool.
+    ``NANOEDGE_OPENVINO_PRECISION=f32`` asks OpenVINO's CPU plugin to keep float ops in FP32
+    instead of its BF16 default on AMX CPUs (exact against the CPU provider, about 4x slower here).
+    """
     options = dict(profile.provider_options.get(profile.accelerator, {}))
     if profile.plugin == "onnxruntime_qnn":
         options.setdefault("backend_path", _qnn_module().get_qnn_htp_path())
+    if profile.plugin == "onnxruntime_ep_openvino":
+        if threads:
+            options["num_of_threads"] = str(threads)
+        precision = os.environ.get("NANOEDGE_OPENVINO_PRECISION", "").strip().lower()
+        if precision:
+            if precision not in OPENVINO_PRECISIONS:
+                from nanoedge.runtime.errors import InvalidRequestError
+
+                raise InvalidRequestError(
+                    f"NANOEDGE_OPENVINO_PRECISION={precision!r} is not a precision OpenVINO knows",
+                    hint=f"use one of {', '.join(sorted(set(OPENVINO_PRECISIONS)))}",
+                )
+            device = profile.plugin_device.get("ov_device", "CPU")
+            options["load_config"] = json.dumps({device: {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISIONS[precision]}})
     return options

@@ -23,6 +23,23 @@ def _expand(options: dict[str, str]) -> dict[str, str]:
     return expanded
 
 
+def _provider_options(profile: TargetProfile, provider: str) -> dict[str, str]:
+    """The profile's options for ``provider``, with NANOEDGE_OPENVINO_DEVICE choosing OpenVINO's device."""
+    options = _expand(profile.provider_options.get(provider, {}))
+    device = os.environ.get("NANOEDGE_OPENVINO_DEVICE", "").strip().upper()
+    if provider == "OpenVINOExecutionProvider" and device and "device_type" in options:
+        options["device_type"] = device
+    return options
+
+
+def requested_threads(threads: int | None) -> int | None:
+    """The caller's thread count, else NANOEDGE_THREADS, else None (the provider's default: all cores)."""
+    if threads is None:
+        env = os.environ.get("NANOEDGE_THREADS")
+        threads = int(env) if env else None
+    return threads
+
+
 def session_options(
     profile: TargetProfile,
     threads: int | None = None,
@@ -46,9 +63,7 @@ def session_options(
         # anything else wanted the cores (docs/speed.md).
         if os.environ.get("NANOEDGE_SPIN", "0") != "1":
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if threads is None:
-        env = os.environ.get("NANOEDGE_THREADS")
-        threads = int(env) if env else None
+    threads = requested_threads(threads)
     if threads:
         options.intra_op_num_threads = threads
     options.log_severity_level = log_level  # 3 = errors only: ORT warnings are noise for end users
@@ -80,11 +95,11 @@ def create_session(
             devices = plugin_devices(profile)
             if not devices:
                 raise TargetUnavailableError(f"{profile.accelerator} reports no device", hint=f"check the {profile.pip_package} install")
-            options.add_provider_for_devices(devices, plugin_provider_options(profile))
+            options.add_provider_for_devices(devices, plugin_provider_options(profile, requested_threads(threads)))
             with native_stdout_to_stderr():
                 return ort.InferenceSession(str(model_path), sess_options=options)
         available = set(ort.get_available_providers())
-        providers = [(p, _expand(profile.provider_options.get(p, {}))) for p in profile.providers if p in available]
+        providers = [(p, _provider_options(profile, p)) for p in profile.providers if p in available]
         if not providers:
             providers = [("CPUExecutionProvider", {})]
         return ort.InferenceSession(str(model_path), sess_options=options, providers=providers)

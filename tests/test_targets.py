@@ -13,7 +13,7 @@ from nanoedge.targets import detect, get_profile, known_targets, resolve_target
 
 
 def test_every_profile_names_its_provider_package():
-    assert set(known_targets()) == {"cpu", "cuda", "jetson", "qnn", "openvino", "coreml", "xnnpack"}
+    assert set(known_targets()) == {"cpu", "cuda", "jetson", "qnn", "openvino", "openvino-cpu", "coreml", "xnnpack"}
     for name in known_targets():
         profile = get_profile(name)
         assert profile.providers and profile.pip_package and profile.schemes

@@ -26,16 +26,18 @@ def targets(as_json):
         json.dump(rows, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return
+    width = max(len(row["name"]) for row in rows) + 1
+    indent = " " * (width + 9)
     for row in rows:
         mark = click.style("usable ", fg="green") if row["usable"] else click.style("missing", fg="yellow")
-        click.echo(f"{row['name']:<9}{mark}  {row['reason']}")
+        click.echo(f"{row['name']:<{width}}{mark}  {row['reason']}")
         if not row["usable"] and row["install"]:
-            click.echo(f"{'':<18}-> {row['install']}")
+            click.echo(f"{indent}-> {row['install']}")
         needs = ["static shapes"] if row["needs_static_shapes"] else []
         needs.append("schemes " + "/".join(row["schemes"]))
         if row["full_offload"]:
             needs.append("full offload")
-        click.echo(f"{'':<18}{row['description']}; needs {', '.join(needs)}")
+        click.echo(f"{indent}{row['description']}; needs {', '.join(needs)}")
 
 
 @click.command()
