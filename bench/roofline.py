@@ -1,6 +1,6 @@
 """The machine's limit: GEMM throughput measured with onnxruntime, and a UNet's work per step.
 
-    python bench/roofline.py PACKAGE [--size 512x512] [--batch 2] [--step-times STEPS.json] [--json]
+    python bench/roofline.py PACKAGE [--size 512x512] [--batch 2] [--step-times STEPS.json] [--openvino] [--json]
 
 Prints (1) this CPU's best FP32 and INT8 matrix-multiply throughput through onnxruntime's own
 kernels (MatMul, and MatMulInteger u8 x u8 / u8 x s8), (2) the multiply-accumulates of one UNet
@@ -32,6 +32,19 @@ def _matmul_model(m: int, k: int, n: int, kind: str):
         node = helper.make_node("MatMul", ["a", "b"], ["y"])
         y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])
         graph = helper.make_graph([node], "mm", [a], [y], [b])
+    elif kind == "qdq":
+        # float in and out, INT8 inside: what a quantized package's MatMul looks like to a provider
+        # that fuses QDQ (OpenVINO runs it as an INT8 GEMM: u8 activations x s8 weights)
+        a = helper.make_tensor_value_info("a", TensorProto.FLOAT, [m, k])
+        w = numpy_initializer("w", np.random.default_rng(0).integers(-100, 100, (k, n)).astype(np.int8))
+        scales = [numpy_initializer("sa", np.array(0.05, np.float32)), numpy_initializer("za", np.array(128, np.uint8)),
+                  numpy_initializer("sw", np.array(0.01, np.float32)), numpy_initializer("zw", np.array(0, np.int8))]
+        nodes = [helper.make_node("QuantizeLinear", ["a", "sa", "za"], ["aq"]),
+                 helper.make_node("DequantizeLinear", ["aq", "sa", "za"], ["ad"]),
+                 helper.make_node("DequantizeLinear", ["w", "sw", "zw"], ["wd"]),
+                 helper.make_node("MatMul", ["ad", "wd"], ["y"])]
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])
+        graph = helper.make_graph(nodes, "mm", [a], [y], [w, *scales])
     else:
         a = helper.make_tensor_value_info("a", TensorProto.UINT8, [m, k])
         weight_type = np.int8 if kind == "u8s8" else np.uint8
@@ -48,23 +61,37 @@ def numpy_initializer(name: str, array: np.ndarray):
     return numpy_helper.from_array(array, name)
 
 
-def gemm_throughput(kind: str, m: int = 4096, k: int = 1280, n: int = 1280, repeats: int = 40) -> dict[str, float]:
+def gemm_throughput(kind: str, m: int = 4096, k: int = 1280, n: int = 1280, repeats: int = 40, target: str = "cpu") -> dict[str, float]:
     """GFLOP/s (2 flops per MAC) of one large matrix multiply through onnxruntime's CPU kernels.
 
     ``wall``: best of ``repeats`` runs by wall clock. ``cpu``: the same work divided by the CPU
     seconds the process spent per thread (best run), i.e. what the cores deliver while they
     run it; on a shared machine other jobs steal wall time but not this, so it is the better
     estimate of the hardware's peak (a little low if idle threads spin). The roofline uses the
-    larger of the two.
+    larger of the two. ``target="openvino-cpu"`` runs the same model through OpenVINO's CPU
+    plugin (onnxruntime-ep-openvino): ``fp32`` there is its BF16 GEMM on AMX CPUs, ``qdq`` its
+    INT8 one.
     """
+    import tempfile
+
     import onnxruntime as ort
 
     model = _matmul_model(m, k, n, kind)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    if target == "cpu":
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    else:
+        import onnx
+
+        from nanoedge.targets import create_session, get_profile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            onnx.save(model, f"{tmp}/mm.onnx")
+            session = create_session(Path(f"{tmp}/mm.onnx"), get_profile(target))
     threads = max(1, len(os.sched_getaffinity(0)))
-    a = np.random.default_rng(1).standard_normal((m, k), dtype=np.float32) if kind == "fp32" else np.random.default_rng(1).integers(0, 255, (m, k)).astype(np.uint8)
+    float_input = kind in ("fp32", "qdq")
+    a = np.random.default_rng(1).standard_normal((m, k), dtype=np.float32) if float_input else np.random.default_rng(1).integers(0, 255, (m, k)).astype(np.uint8)
     session.run(None, {"a": a})
     best_wall = best_cpu = float("inf")
     for _ in range(repeats):
@@ -158,6 +185,8 @@ def main() -> None:
     parser.add_argument("--step-times", default=None,
                         help="JSON written by `bench/unet_step_time.py ... --json` or `bench/speed_options.py ... --json` (same size and batch): "
                         "prints each variant's median step time as a multiple of the roofline minimum")
+    parser.add_argument("--openvino", action="store_true",
+                        help="also measure OpenVINO's CPU plugin (target openvino-cpu): its float GEMM (BF16 on AMX CPUs) and its INT8 GEMM")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.lower().split("x"))
@@ -172,7 +201,17 @@ def main() -> None:
         result[f"gemm_gflops_{kind}_wall"] = measured["wall"]
         result[f"gemm_gflops_{kind}_per_cpu_second"] = measured["cpu"]
         result["threads"] = measured["threads"]
-    best_int8 = max(result["gemm_gflops_u8u8"], result["gemm_gflops_u8s8"])
+    kinds = ["fp32", "u8u8", "u8s8"]
+    if args.openvino:
+        for kind, model_kind in (("ov_float", "fp32"), ("ov_int8", "qdq")):
+            measured = gemm_throughput(model_kind, target="openvino-cpu")
+            result[f"gemm_gflops_{kind}"] = max(measured["wall"], measured["cpu"])
+            result[f"gemm_gflops_{kind}_wall"] = measured["wall"]
+            result[f"gemm_gflops_{kind}_per_cpu_second"] = measured["cpu"]
+            kinds.append(kind)
+        result["roofline_step_s_ov_float"] = 2 * total / 1e9 / result["gemm_gflops_ov_float"]
+    # the INT8 floor is the fastest INT8 GEMM measured on this machine, whichever kernel ran it
+    best_int8 = max(result[f"gemm_gflops_{k}"] for k in kinds if k in ("u8u8", "u8s8", "ov_int8"))
     result["roofline_step_s_fp32"] = 2 * total / 1e9 / result["gemm_gflops_fp32"]
     result["roofline_step_s_int8"] = 2 * total / 1e9 / best_int8
     rows = []
@@ -184,8 +223,13 @@ def main() -> None:
             if "median_wall_s" in row:  # bench/speed_options.py output: one row per (package, variant)
                 label = row["package"] if row["variant"] == "default" else f"{row['package']}:{row['variant']}"
                 row = {"label": label, "precision": row["precision"], "median_s": row["median_wall_s"], "median_cpu_s": row["median_cpu_s"]}
-            # a variant whose heavy ops run in float is bound by the FP32 peak, else by the INT8 one
+            # a variant whose heavy ops run in float is bound by the FP32 peak (OpenVINO's float
+            # peak when it ran there: BF16 on AMX CPUs), else by the INT8 one
             bound = "fp32" if row["precision"] in ("fp32", "weight-only", "w8a16") else "int8"
+            if bound == "fp32" and row.get("target") == "openvino-cpu":
+                if "roofline_step_s_ov_float" not in result:
+                    parser.error(f"{row['label']} ran on openvino-cpu: pass --openvino to measure that provider's float peak")
+                bound = "ov_float"
             floor = result[f"roofline_step_s_{bound}"]
             entry = {"label": row["label"], "precision": row["precision"], "median_s": row["median_s"], "bound": bound,
                      "roofline_s": round(floor, 3), "x_roofline": round(row["median_s"] / floor, 2),
@@ -200,10 +244,11 @@ def main() -> None:
         print()
         return
     print(f"UNet at {args.size}, batch {args.batch}: {total / 1e9:.1f} GMACs per step ({macs})")
-    for kind in ("fp32", "u8u8", "u8s8"):
-        print(f"GEMM {kind:<5} {result[f'gemm_gflops_{kind}']:8.1f} G(FL)OP/s  (best wall {result[f'gemm_gflops_{kind}_wall']:.1f}, "
+    for kind in kinds:
+        print(f"GEMM {kind:<8} {result[f'gemm_gflops_{kind}']:8.1f} G(FL)OP/s  (best wall {result[f'gemm_gflops_{kind}_wall']:.1f}, "
               f"per CPU second {result[f'gemm_gflops_{kind}_per_cpu_second']:.1f}; {result['threads']} threads)")
-    print(f"roofline minimum per step: FP32 {result['roofline_step_s_fp32']:.2f} s, INT8 {result['roofline_step_s_int8']:.2f} s")
+    ov = f", OpenVINO float {result['roofline_step_s_ov_float']:.2f} s" if args.openvino else ""
+    print(f"roofline minimum per step: FP32 {result['roofline_step_s_fp32']:.2f} s, INT8 {result['roofline_step_s_int8']:.2f} s{ov}")
     if rows:
         print(f"{'variant':<14}{'precision':<12}{'median s':>10}{'bound':>7}{'floor s':>9}{'x floor':>9}{'x INT8 floor':>14}"
               f"{'cpu s':>8}{'x floor (cpu)':>15}")

@@ -138,6 +138,7 @@ _PROFILES: dict[str, TargetProfile] = {
             pip_package="onnxruntime-ep-openvino",
             plugin="onnxruntime_ep_openvino",
             plugin_device={"ov_device": "CPU"},
+            cache="OpenVINO model cache (NANOEDGE_CACHE_DIR/openvino-cpu; NANOEDGE_OPENVINO_CACHE=0 turns it off)",
             notes="OpenVINO runs float ops in BF16 on CPUs with AMX or AVX-512-BF16 (its default; images differ from FP32 "
             "by ~49 dB PSNR per UNet step); NANOEDGE_OPENVINO_PRECISION=f32 keeps FP32 (slower). Ops OpenVINO lacks run "
             "on onnxruntime's CPU provider.",

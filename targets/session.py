@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from nanoedge.runtime.errors import PackageError, TargetUnavailableError
+from nanoedge.runtime.errors import NanoedgeError, PackageError, TargetUnavailableError
 from nanoedge.runtime.integrity import cache_dir
 
 from .profiles import TargetProfile
@@ -103,7 +103,7 @@ def create_session(
         if not providers:
             providers = [("CPUExecutionProvider", {})]
         return ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
-    except TargetUnavailableError:
+    except NanoedgeError:  # already says what is wrong and what to do
         raise
     except Exception as exc:  # onnxruntime raises several unrelated types for a bad file
         if not Path(model_path).exists():

@@ -98,3 +98,85 @@ def test_export_for_qnn_folds_shape_arithmetic(tmp_path: Path):
         ops = {n.op_type for n in onnx.load(str(tmp_path / "p" / name / "model.onnx"), load_external_data=False).graph.node}
         assert not ops & {"Shape", "ConstantOfShape", "Identity"}, (name, ops)
         assert component["verification"]["max_abs_diff"] <= 1e-3
+
+
+# -- openvino-cpu: OpenVINO's CPU plugin through onnxruntime-ep-openvino ([openvino] extra) ----------
+
+
+def _openvino_cpu_usable() -> None:
+    pytest.importorskip("onnxruntime_ep_openvino")
+    status = detect(get_profile("openvino-cpu"))
+    assert status.usable, status.reason
+    assert not status.simulated  # the real CPU, unlike QNN's x86-64 HTP simulator
+
+
+def _unet_feeds(seed: int = 0) -> dict:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return {
+        "sample": rng.standard_normal((2, 4, 8, 8), dtype=np.float32),
+        "timestep": np.full((2,), 500.0, dtype=np.float32),
+        "encoder_hidden_states": rng.standard_normal((2, 77, 32), dtype=np.float32),
+    }
+
+
+def test_openvino_cpu_picks_only_the_cpu_device():
+    _openvino_cpu_usable()
+    from nanoedge.targets.plugins import plugin_devices
+
+    devices = plugin_devices(get_profile("openvino-cpu"))
+    assert devices and all(d.ep_name == "OpenVINOExecutionProvider" and d.ep_metadata.get("ov_device") == "CPU" for d in devices)
+
+
+def test_openvino_cpu_matches_the_cpu_provider_in_fp32(tiny_package: Path, monkeypatch):
+    """With NANOEDGE_OPENVINO_PRECISION=f32 OpenVINO computes what onnxruntime's CPU provider does."""
+    import numpy as np
+
+    _openvino_cpu_usable()
+    monkeypatch.setenv("NANOEDGE_OPENVINO_PRECISION", "f32")
+    ov = Pipeline.load(tiny_package, target="openvino-cpu")
+    cpu = Pipeline.load(tiny_package, target="cpu")
+    assert ov.profile.name == "openvino-cpu"
+    assert ov.sessions["unet"].get_providers()[0] == "OpenVINOExecutionProvider"
+    feeds = _unet_feeds()
+    got, want = ov.sessions["unet"].run(None, feeds)[0], cpu.sessions["unet"].run(None, feeds)[0]
+    assert np.abs(got - want).max() < 1e-4 * max(1.0, float(np.abs(want).max()))
+
+
+def test_openvino_cpu_generates_the_same_image_at_its_default_precision(tiny_package: Path):
+    """Default precision (BF16 on CPUs with AMX/AVX-512-BF16, else FP32): the image stays close to the CPU one."""
+    import numpy as np
+
+    _openvino_cpu_usable()
+    images = {t: np.asarray(Pipeline.load(tiny_package, target=t).generate("a red circle", size="64x64", steps=4, seed=3)[0], dtype=np.float64)
+              for t in ("openvino-cpu", "cpu")}
+    mse = ((images["openvino-cpu"] - images["cpu"]) ** 2).mean()
+    psnr = 10 * np.log10(255.0**2 / mse) if mse else float("inf")
+    assert psnr >= 30, psnr
+
+
+def test_openvino_cpu_precision_typo_is_a_clear_error(tiny_package: Path, monkeypatch):
+    from nanoedge.runtime import InvalidRequestError
+
+    _openvino_cpu_usable()
+    monkeypatch.setenv("NANOEDGE_OPENVINO_PRECISION", "int4")
+    with pytest.raises(InvalidRequestError, match="NANOEDGE_OPENVINO_PRECISION") as err:
+        Pipeline.load(tiny_package, target="openvino-cpu", reduce_memory=False).sessions["unet"]
+    assert "f32" in err.value.hint
+
+
+def test_check_openvino_cpu_places_the_package(tiny_package: Path):
+    _openvino_cpu_usable()
+    proc = run_cli("check", str(tiny_package), "--target", "openvino-cpu", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["ok"]
+
+
+def test_openvino_device_override_reaches_the_in_tree_provider(monkeypatch):
+    from nanoedge.targets.session import _provider_options
+
+    profile = get_profile("openvino")
+    assert _provider_options(profile, "OpenVINOExecutionProvider")["device_type"] == "NPU"
+    monkeypatch.setenv("NANOEDGE_OPENVINO_DEVICE", "gpu")
+    assert _provider_options(profile, "OpenVINOExecutionProvider")["device_type"] == "GPU"
