@@ -195,20 +195,18 @@ def main() -> None:
     macs = unet_macs(unet_file, args.batch, height, width)
     total = sum(v for k, v in macs.items() if k != "unknown")
     result = {"size": args.size, "batch": args.batch, "unet_gmacs_per_step": total / 1e9, "macs_by_op": macs}
-    for kind in ("fp32", "u8u8", "u8s8"):
-        measured = gemm_throughput(kind)
+    # (name in the result, model kind, target): onnxruntime's CPU kernels, and OpenVINO's on request
+    measures = [("fp32", "fp32", "cpu"), ("u8u8", "u8u8", "cpu"), ("u8s8", "u8s8", "cpu")]
+    if args.openvino:
+        measures += [("ov_float", "fp32", "openvino-cpu"), ("ov_int8", "qdq", "openvino-cpu")]
+    for kind, model_kind, target in measures:
+        measured = gemm_throughput(model_kind, target=target)
         result[f"gemm_gflops_{kind}"] = max(measured["wall"], measured["cpu"])
         result[f"gemm_gflops_{kind}_wall"] = measured["wall"]
         result[f"gemm_gflops_{kind}_per_cpu_second"] = measured["cpu"]
         result["threads"] = measured["threads"]
-    kinds = ["fp32", "u8u8", "u8s8"]
+    kinds = [kind for kind, _, _ in measures]
     if args.openvino:
-        for kind, model_kind in (("ov_float", "fp32"), ("ov_int8", "qdq")):
-            measured = gemm_throughput(model_kind, target="openvino-cpu")
-            result[f"gemm_gflops_{kind}"] = max(measured["wall"], measured["cpu"])
-            result[f"gemm_gflops_{kind}_wall"] = measured["wall"]
-            result[f"gemm_gflops_{kind}_per_cpu_second"] = measured["cpu"]
-            kinds.append(kind)
         result["roofline_step_s_ov_float"] = 2 * total / 1e9 / result["gemm_gflops_ov_float"]
     # the INT8 floor is the fastest INT8 GEMM measured on this machine, whichever kernel ran it
     best_int8 = max(result[f"gemm_gflops_{k}"] for k in kinds if k in ("u8u8", "u8s8", "ov_int8"))

@@ -17,6 +17,9 @@ import sys
 import threading
 from typing import Iterator
 
+from nanoedge.runtime.errors import InvalidRequestError
+from nanoedge.runtime.integrity import cache_dir
+
 from .profiles import TargetProfile
 
 log = logging.getLogger(__name__)
@@ -80,40 +83,43 @@ OPENVINO_PRECISIONS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16"
 
 
 def plugin_provider_options(profile: TargetProfile, threads: int | None = None) -> dict[str, str]:
-    """Options for add_provider_for_devices: QNN's backend library; OpenVINO's threads and precision.
-
-    OpenVINO schedules its own threads, so the runtime's thread count (``threads`` /
-    NANOEDGE_THREADS) is passed as ``num_of_threads`` rather than onnxruntime's intra-op pool.
-    ``NANOEDGE_OPENVINO_PRECISION=f32`` asks OpenVINO's CPU plugin to keep float ops in FP32
-    instead of its BF16 default on AMX CPUs (exact against the CPU provider, about 4x slower here).
-    Compiled models are cached under the nanoedge cache folder (``NANOEDGE_OPENVINO_CACHE=0``: off).
-    """
+    """Options for add_provider_for_devices: QNN's backend library; OpenVINO's threads, cache, precision."""
     options = dict(profile.provider_options.get(profile.accelerator, {}))
     if profile.plugin == "onnxruntime_qnn":
         options.setdefault("backend_path", _qnn_module().get_qnn_htp_path())
     if profile.plugin == "onnxruntime_ep_openvino":
-        if threads:
-            options["num_of_threads"] = str(threads)
-        device = profile.plugin_device.get("ov_device", "CPU")
-        config: dict[str, str] = {}
-        if os.environ.get("NANOEDGE_OPENVINO_CACHE", "1") != "0":
-            # OpenVINO's model cache: a later load of the same model skips compilation (BK-SDM-Tiny's
-            # INT8 UNet: 4.7 s -> 1.2 s); it costs about the model's size on disk
-            from nanoedge.runtime.integrity import cache_dir
+        options.update(_openvino_options(profile, threads))
+    return options
 
-            folder = cache_dir() / "openvino-cpu"
-            folder.mkdir(parents=True, exist_ok=True)
-            config["CACHE_DIR"] = str(folder)
-        precision = os.environ.get("NANOEDGE_OPENVINO_PRECISION", "").strip().lower()
-        if precision:
-            if precision not in OPENVINO_PRECISIONS:
-                from nanoedge.runtime.errors import InvalidRequestError
 
-                raise InvalidRequestError(
-                    f"NANOEDGE_OPENVINO_PRECISION={precision!r} is not a precision OpenVINO knows",
-                    hint=f"use one of {', '.join(sorted(set(OPENVINO_PRECISIONS)))}",
-                )
-            config["INFERENCE_PRECISION_HINT"] = OPENVINO_PRECISIONS[precision]
-        if config:
-            options["load_config"] = json.dumps({device: config})
+def _openvino_options(profile: TargetProfile, threads: int | None) -> dict[str, str]:
+    """OpenVINO plugin options from the runtime's settings.
+
+    OpenVINO schedules its own threads, so the runtime's thread count (``threads`` /
+    NANOEDGE_THREADS) is passed as ``num_of_threads`` rather than onnxruntime's intra-op pool.
+    Compiled models are cached under the nanoedge cache folder (``NANOEDGE_OPENVINO_CACHE=0``:
+    off): a later load of the same model skips compilation (BK-SDM-Tiny's INT8 UNet: 4.7 s ->
+    1.2 s) for about the model's size on disk. ``NANOEDGE_OPENVINO_PRECISION=f32`` keeps float
+    ops in FP32 instead of OpenVINO's BF16 default on AMX CPUs (exact against the CPU provider,
+    about 4x slower here). Both go through ``load_config``: the plugin ignored its ``cache_dir``
+    and ``precision`` options.
+    """
+    options: dict[str, str] = {}
+    if threads:
+        options["num_of_threads"] = str(threads)
+    config: dict[str, str] = {}
+    if os.environ.get("NANOEDGE_OPENVINO_CACHE", "1") != "0":
+        folder = cache_dir() / "openvino-cpu"
+        folder.mkdir(parents=True, exist_ok=True)
+        config["CACHE_DIR"] = str(folder)
+    precision = os.environ.get("NANOEDGE_OPENVINO_PRECISION", "").strip().lower()
+    if precision:
+        if precision not in OPENVINO_PRECISIONS:
+            raise InvalidRequestError(
+                f"NANOEDGE_OPENVINO_PRECISION={precision!r} is not a precision OpenVINO knows",
+                hint=f"use one of {', '.join(sorted(set(OPENVINO_PRECISIONS)))}",
+            )
+        config["INFERENCE_PRECISION_HINT"] = OPENVINO_PRECISIONS[precision]
+    if config:
+        options["load_config"] = json.dumps({profile.plugin_device.get("ov_device", "CPU"): config})
     return options
