@@ -20,8 +20,8 @@ import time
 
 import numpy as np
 
-from nanoedge.runtime.manifest import Manifest
-from nanoedge.runtime.sizes import parse_size
+from nanoedge.core.manifest import Manifest
+from nanoedge.core.sizes import parse_size
 from nanoedge.targets import create_session, get_profile
 
 

@@ -85,8 +85,8 @@ def _options(variant: str):
 def worker(package: str, variant: str, model_file: str | None, size: str, batch: int, runs: int, output_npy: str) -> dict:
     import onnxruntime as ort
 
-    from nanoedge.runtime.manifest import Manifest
-    from nanoedge.runtime.sizes import parse_size
+    from nanoedge.core.manifest import Manifest
+    from nanoedge.core.sizes import parse_size
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from unet_step_time import unet_inputs
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             out = np.load(Path(tmp) / f"{label}-{variant}.npy")
             records[(label, variant)]["max_abs_diff_vs_default"] = float(np.max(np.abs(out - base)))
 
-    from nanoedge.runtime.manifest import Manifest
+    from nanoedge.core.manifest import Manifest
 
     precisions = {label: Manifest.load(path).component("unet").get("precision", "?") for label, path in packages.items()}
     rows = []

@@ -18,8 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from nanoedge.runtime.manifest import Manifest
-from nanoedge.runtime.sizes import parse_size
+from nanoedge.core.manifest import Manifest
+from nanoedge.core.sizes import parse_size
 from nanoedge.targets import get_profile
 from nanoedge.targets.session import session_options
 

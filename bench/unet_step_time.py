@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nanoedge.runtime.manifest import Manifest
-from nanoedge.runtime.sizes import parse_size
+from nanoedge.core.manifest import Manifest
+from nanoedge.core.sizes import parse_size
 from nanoedge.targets import create_session, get_profile
 
 log = logging.getLogger("bench.unet_step_time")

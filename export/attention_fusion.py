@@ -169,7 +169,7 @@ def fuse_attention(model) -> int:
     import onnx
     from onnx import helper
 
-    from nanoedge.quantize.graphs import remove_unread_nodes
+    from nanoedge.core.onnx_graph import remove_unread_nodes
 
     g = _Graph(model.graph)
     matches = [m for m in (_match(g, node) for node in model.graph.node if node.op_type == "Softmax") if m is not None]

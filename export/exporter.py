@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from nanoedge import __version__
-from nanoedge.runtime.atomic import staged_directory
-from nanoedge.runtime.errors import ExportError, InvalidRequestError, require
-from nanoedge.runtime.manifest import Manifest, new_manifest
-from nanoedge.runtime.sizes import Size, parse_size
+from nanoedge.core.atomic import staged_directory
+from nanoedge.core.errors import ExportError, InvalidRequestError, require
+from nanoedge.core.manifest import Manifest, new_manifest
+from nanoedge.core.sizes import Size, parse_size
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import json
 from importlib import resources
 from typing import Any
 
-from nanoedge.runtime.errors import InvalidRequestError
+from nanoedge.core.errors import InvalidRequestError
 
 
 def preset_names() -> list[str]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nanoedge.runtime.errors import ExportError, InvalidRequestError, require
+from nanoedge.core.errors import ExportError, InvalidRequestError, require
 
 from .presets import clip_vocab_files, load_preset
 

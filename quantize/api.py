@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from nanoedge import __version__
-from nanoedge.runtime.atomic import staged_directory
-from nanoedge.runtime.errors import InvalidRequestError, NanoedgeError, PackageError, require
-from nanoedge.runtime.manifest import COMPONENTS, Manifest
-from nanoedge.runtime.sizes import SizeRules
+from nanoedge.core.atomic import staged_directory
+from nanoedge.core.errors import InvalidRequestError, NanoedgeError, PackageError, require
+from nanoedge.core.manifest import COMPONENTS, Manifest
+from nanoedge.core.sizes import SizeRules
 
 from .calibration import CALIBRATION, EVALUATION, CalibrationSettings, TrajectoryStore, record_trajectories, spread
 from .gate import QualityGate

@@ -19,7 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .graphs import EXTERNAL_SUFFIX, initializer_uses, load_model, save_model
+from nanoedge.core.onnx_graph import initializer_uses
+
+from .graphs import EXTERNAL_SUFFIX, load_model, save_model
 
 log = logging.getLogger(__name__)
 

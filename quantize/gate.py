@@ -12,7 +12,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from nanoedge.runtime.errors import InvalidRequestError
+from nanoedge.core.errors import InvalidRequestError
 
 
 @dataclass(frozen=True)

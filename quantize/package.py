@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from nanoedge.runtime.manifest import Manifest
+from nanoedge.core.manifest import Manifest
 
 from .graphs import EXTERNAL_SUFFIX, load_model, save_model
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from nanoedge.runtime.errors import InvalidRequestError
+from nanoedge.core.errors import InvalidRequestError
 
 DEFAULT_FILE = "prompts.txt"
 

@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from nanoedge.runtime.errors import InvalidRequestError
+from nanoedge.core.errors import InvalidRequestError
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +247,7 @@ def restore_float_inputs(model_path: Path, float_nodes: "set[str]") -> int:
             node.input[slot] = q.input[0]
             changed += 1
     if changed:
-        from .graphs import remove_unread_nodes
+        from nanoedge.core.onnx_graph import remove_unread_nodes
 
         remove_unread_nodes(graph, ("QuantizeLinear", "DequantizeLinear"))
         onnx.save_model(model, str(model_path))

@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from nanoedge.runtime.manifest import COMPONENTS, Manifest
+from nanoedge.core.manifest import COMPONENTS, Manifest
 
 from .calibration import EVALUATION, CalibrationSettings, TrajectoryStore, record_trajectories, spread
 from .metrics import Responsiveness, RunningError, image_psnr

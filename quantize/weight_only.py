@@ -12,7 +12,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .graphs import initializer_uses, load_model, save_model, weight_axis
+from nanoedge.core.onnx_graph import initializer_uses
+
+from .graphs import load_model, save_model, weight_axis
 from .qmath import quantize, weight_params
 from .recipes import Recipe
 

@@ -4,8 +4,12 @@
     pipe = Pipeline.load("my-package", target="cpu")
     images = pipe.generate("a red circle on the left", seed=1)
 
-Names are imported lazily, so ``import nanoedge.runtime.errors`` (used by every stage) does
-not load onnxruntime.
+Lives here: the pipeline, sessions, schedulers, tokenizer, images, the HTTP server and the demo.
+May import: ``nanoedge.targets`` and ``nanoedge.core`` only (never torch, export or quantize).
+
+Names are imported lazily, so importing this package does not load onnxruntime. The package
+format, sizes and errors live in :mod:`nanoedge.core`; they are re-exported here because the
+public API documents them under ``nanoedge.runtime``.
 """
 
 from __future__ import annotations
@@ -18,14 +22,14 @@ _EXPORTS = {
     "GenerationRequest": ".pipeline",
     "GenerationResult": ".pipeline",
     "ResolvedRequest": ".pipeline",
-    "Manifest": ".manifest",
-    "Size": ".sizes",
-    "parse_size": ".sizes",
-    "NanoedgeError": ".errors",
-    "InvalidRequestError": ".errors",
-    "PackageError": ".errors",
-    "MissingDependencyError": ".errors",
-    "TargetUnavailableError": ".errors",
+    "Manifest": "nanoedge.core.manifest",
+    "Size": "nanoedge.core.sizes",
+    "parse_size": "nanoedge.core.sizes",
+    "NanoedgeError": "nanoedge.core.errors",
+    "InvalidRequestError": "nanoedge.core.errors",
+    "PackageError": "nanoedge.core.errors",
+    "MissingDependencyError": "nanoedge.core.errors",
+    "TargetUnavailableError": "nanoedge.core.errors",
 }
 
 __all__ = list(_EXPORTS)

@@ -8,18 +8,18 @@ missing path.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from .errors import PackageError
+from nanoedge.core import settings
+from nanoedge.core.errors import PackageError
 
 _BUNDLED = Path(__file__).resolve().parent / "models" / "default"
 
 
 def default_package_path() -> Path:
-    env = os.environ.get("NANOEDGE_DEFAULT_MODEL")
-    if env:
-        return Path(env)
+    chosen = settings.default_model()
+    if chosen is not None:
+        return chosen
     if (_BUNDLED / "nanoedge.json").exists():
         return _BUNDLED
     raise PackageError(

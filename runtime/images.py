@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from .sizes import Size
+from nanoedge.core.sizes import Size
 
 
 def decoded_to_pil(decoded: np.ndarray, output_size: Size | None = None) -> list[Image.Image]:

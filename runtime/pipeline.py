@@ -23,13 +23,13 @@ from PIL import Image
 from nanoedge.targets import resolve_target
 from nanoedge.targets.profiles import package_misfit
 
-from .errors import InvalidRequestError, PackageError, TargetUnavailableError
+from nanoedge.core.errors import InvalidRequestError, PackageError, TargetUnavailableError
 from .images import decoded_to_pil
-from .integrity import verify_package
-from .manifest import Manifest
+from nanoedge.core.integrity import verify_package
+from nanoedge.core.manifest import Manifest
 from .schedulers import SCHEDULER_NAMES, make_scheduler
 from .sessions import COMPONENTS, SessionSet
-from .sizes import Size, SizeRules
+from nanoedge.core.sizes import Size, SizeRules
 from .tokenizer import PromptTokenizer
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from typing import Any
 from nanoedge.targets import create_session
 from nanoedge.targets.profiles import TargetProfile
 
-from .manifest import Manifest
+from nanoedge.core.manifest import Manifest
 
 #: The components every package has, in the order a generation uses them.
 COMPONENTS = ("text_encoder", "unet", "vae_decoder")

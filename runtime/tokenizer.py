@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import PackageError
+from nanoedge.core.errors import PackageError
 
 
 class PromptTokenizer:

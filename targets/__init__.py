@@ -5,7 +5,8 @@ to onnxruntime provider names itself. Never imports torch.
 """
 
 from .detect import TargetStatus, detect
-from .profiles import TargetProfile, get_profile, known_targets, resolve_target
+from .profiles import TargetProfile, get_profile, known_targets
+from .resolve import resolve_target
 from .session import create_session
 
 __all__ = ["TargetProfile", "TargetStatus", "detect", "get_profile", "known_targets", "resolve_target", "create_session"]

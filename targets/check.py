@@ -13,7 +13,7 @@ import collections
 from dataclasses import dataclass, field
 from typing import Any
 
-from nanoedge.runtime.manifest import Manifest
+from nanoedge.core.manifest import Manifest
 
 from .profiles import TargetProfile, package_misfit
 from .session import create_session

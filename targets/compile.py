@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from nanoedge.runtime.atomic import staged_directory
-from nanoedge.runtime.errors import InvalidRequestError, PackageError
-from nanoedge.runtime.manifest import Manifest
+from nanoedge.core.atomic import staged_directory
+from nanoedge.core.errors import InvalidRequestError, PackageError
+from nanoedge.core.manifest import Manifest
 
 from .detect import detect
 from .profiles import TargetProfile, package_misfit

@@ -10,6 +10,7 @@ import logging
 import os
 from dataclasses import dataclass
 
+from .plugins import plugin_devices
 from .profiles import TargetProfile
 
 log = logging.getLogger(__name__)
@@ -33,8 +34,6 @@ def detect(profile: TargetProfile) -> TargetStatus:
 
     available = set(ort.get_available_providers())
     if profile.plugin:
-        from .plugins import plugin_devices
-
         try:
             devices = plugin_devices(profile)
         except ImportError:

@@ -17,8 +17,9 @@ import sys
 import threading
 from typing import Iterator
 
-from nanoedge.runtime.errors import InvalidRequestError
-from nanoedge.runtime.integrity import cache_dir
+from nanoedge.core.errors import InvalidRequestError
+from nanoedge.core import settings
+from nanoedge.core.settings import cache_dir
 
 from .profiles import TargetProfile
 
@@ -108,11 +109,11 @@ def _openvino_options(profile: TargetProfile, threads: int | None) -> dict[str, 
     if threads:
         options["num_of_threads"] = str(threads)
     config: dict[str, str] = {}
-    if os.environ.get("NANOEDGE_OPENVINO_CACHE", "1") != "0":
+    if settings.openvino_cache():
         folder = cache_dir() / "openvino-cpu"
         folder.mkdir(parents=True, exist_ok=True)
         config["CACHE_DIR"] = str(folder)
-    precision = os.environ.get("NANOEDGE_OPENVINO_PRECISION", "").strip().lower()
+    precision = settings.openvino_precision()
     if precision:
         if precision not in OPENVINO_PRECISIONS:
             raise InvalidRequestError(

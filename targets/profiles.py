@@ -3,18 +3,16 @@
 A profile says which execution providers to use (in order), with which options, what the
 package should look like for it (static shapes, precision) and which pip package brings the
 provider, so that a missing provider turns into an install hint rather than a silent CPU run.
-Detection lives in :mod:`nanoedge.targets.detect`; session creation in ``session``.
+Detection lives in :mod:`nanoedge.targets.detect`, choosing a target in ``resolve``, session
+creation in ``session``: this module is data and imports none of them.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from nanoedge.runtime.errors import InvalidRequestError, TargetUnavailableError
-
-log = logging.getLogger(__name__)
+from nanoedge.core.errors import InvalidRequestError
 
 
 @dataclass(frozen=True)
@@ -193,29 +191,3 @@ def package_misfit(profile: TargetProfile, manifest: dict[str, Any] | None) -> s
     if profile.full_offload and not precisions & set(profile.schemes):
         return f"{profile.name} needs a {' or '.join(profile.schemes)} package, this one is {', '.join(sorted(precisions))}"
     return None
-
-
-def resolve_target(name: str, manifest: dict[str, Any] | None = None) -> TargetProfile:
-    """Return a usable profile for ``name`` or explain why not.
-
-    "auto" walks :data:`AUTO_ORDER` and takes the first target whose provider is present, that
-    is real hardware (not a simulator) and that the package suits; it logs each decision.
-    """
-    from .detect import detect
-
-    if name.lower() == "auto":
-        for candidate in AUTO_ORDER:
-            profile = _PROFILES[candidate]
-            status = detect(profile)
-            misfit = package_misfit(profile, manifest)
-            if status.usable and not status.simulated and misfit is None:
-                log.info("target auto -> %s (%s)", candidate, status.reason)
-                return profile
-            why = misfit if status.usable and misfit else ("simulator only" if status.usable else status.reason)
-            log.info("target auto: not %s (%s)", candidate, why)
-        return _PROFILES["cpu"]
-    profile = get_profile(name)
-    status = detect(profile)
-    if not status.usable:
-        raise TargetUnavailableError(f"target '{profile.name}' is not usable here: {status.reason}", hint=status.hint)
-    return profile

@@ -6,11 +6,11 @@ models exactly the way the runtime does.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from nanoedge.runtime.errors import NanoedgeError, PackageError, TargetUnavailableError
-from nanoedge.runtime.integrity import cache_dir
+from nanoedge.core.errors import NanoedgeError, PackageError, TargetUnavailableError
+from nanoedge.core import settings
+from nanoedge.core.settings import cache_dir
 
 from .profiles import TargetProfile
 
@@ -26,7 +26,7 @@ def _expand(options: dict[str, str]) -> dict[str, str]:
 def _provider_options(profile: TargetProfile, provider: str) -> dict[str, str]:
     """The profile's options for ``provider``, with NANOEDGE_OPENVINO_DEVICE choosing OpenVINO's device."""
     options = _expand(profile.provider_options.get(provider, {}))
-    device = os.environ.get("NANOEDGE_OPENVINO_DEVICE", "").strip().upper()
+    device = settings.openvino_device()
     if provider == "OpenVINOExecutionProvider" and device and "device_type" in options:
         options["device_type"] = device
     return options
@@ -35,8 +35,7 @@ def _provider_options(profile: TargetProfile, provider: str) -> dict[str, str]:
 def requested_threads(threads: int | None) -> int | None:
     """The caller's thread count, else NANOEDGE_THREADS, else None (the provider's default: all cores)."""
     if threads is None:
-        env = os.environ.get("NANOEDGE_THREADS")
-        threads = int(env) if env else None
+        threads = settings.threads()
     return threads
 
 
@@ -61,7 +60,7 @@ def session_options(
         # spinning): every op of a 512 px step is milliseconds long, so waking costs nothing
         # measurable, while spinning burnt 5-20% more CPU per step and lost wall time whenever
         # anything else wanted the cores (docs/speed.md).
-        if os.environ.get("NANOEDGE_SPIN", "0") != "1":
+        if not settings.spin():
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     threads = requested_threads(threads)
     if threads:

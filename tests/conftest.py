@@ -46,7 +46,7 @@ def tiny_package(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_static_package(tmp_path_factory) -> Path:
     """The same model exported with static 64x64, batch 1 graphs (the NPU form)."""
-    from nanoedge.runtime.sizes import Size
+    from nanoedge.core.sizes import Size
 
     return _export(tmp_path_factory, "tiny-random-static", static_shape=Size(64, 64), batch=1)
 

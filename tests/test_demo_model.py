@@ -26,7 +26,7 @@ def _env_without_default() -> dict:
 
 def test_default_package_ships_with_served_sizes():
     from nanoedge.runtime.default_model import default_package_path
-    from nanoedge.runtime.manifest import Manifest
+    from nanoedge.core.manifest import Manifest
 
     if "NANOEDGE_DEFAULT_MODEL" not in os.environ:
         assert default_package_path() == DEFAULT
@@ -60,7 +60,7 @@ def test_fresh_export_of_the_shipped_checkpoint_matches_the_shipped_package(tmp_
     import onnxruntime as ort
 
     from nanoedge.export import ExportOptions, export_package
-    from nanoedge.runtime.manifest import Manifest
+    from nanoedge.core.manifest import Manifest
 
     shipped = Manifest.load(DEFAULT)
     fresh = export_package(str(CHECKPOINT), tmp_path / "fresh", ExportOptions(model_id=shipped.id))

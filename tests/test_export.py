@@ -11,8 +11,8 @@ import pytest
 pytest.importorskip("torch")
 
 from nanoedge.export import ExportOptions, export_package  # noqa: E402
-from nanoedge.runtime.errors import ExportError, InvalidRequestError  # noqa: E402
-from nanoedge.runtime.manifest import Manifest, sha256_file  # noqa: E402
+from nanoedge.core.errors import ExportError, InvalidRequestError  # noqa: E402
+from nanoedge.core.manifest import Manifest, sha256_file  # noqa: E402
 
 
 def test_package_layout_is_optimum_compatible(tiny_package: Path):
@@ -138,7 +138,7 @@ def test_interrupted_export_leaves_no_package(tmp_path: Path, monkeypatch):
 
 
 def test_static_shape_must_fit_the_unet(tmp_path: Path):
-    from nanoedge.runtime.sizes import Size
+    from nanoedge.core.sizes import Size
 
     with pytest.raises(InvalidRequestError, match="multiple of 16"):
         export_package("preset:tiny-random", tmp_path / "out", ExportOptions(static_shape=Size(72, 64)))

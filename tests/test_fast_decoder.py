@@ -20,8 +20,8 @@ from conftest import run_cli  # noqa: E402
 
 from nanoedge.export.source import check_decoder_fits, load_decoder, load_source  # noqa: E402
 from nanoedge.runtime import Pipeline  # noqa: E402
-from nanoedge.runtime.errors import InvalidRequestError  # noqa: E402
-from nanoedge.runtime.manifest import Manifest  # noqa: E402
+from nanoedge.core.errors import InvalidRequestError  # noqa: E402
+from nanoedge.core.manifest import Manifest  # noqa: E402
 
 
 def psnr(a, b) -> float:
@@ -139,7 +139,7 @@ def test_decoder_from_a_saved_folder(tmp_path: Path):
 
 def test_decoder_from_a_hub_id_uses_from_pretrained(tmp_path: Path, monkeypatch):
     """A hub id goes through diffusers' own loading (here redirected to a local copy: no network)."""
-    from nanoedge.runtime.errors import ExportError
+    from nanoedge.core.errors import ExportError
 
     load_decoder("preset:taesd").vae.save_pretrained(tmp_path / "taesd")
     real_config, real_weights = diffusers.AutoencoderTiny.load_config, diffusers.AutoencoderTiny.from_pretrained

@@ -42,7 +42,7 @@ def qnn_fp32_package(tmp_path_factory) -> Path:
     from nanoedge.export import ExportOptions, export_package
     from nanoedge.export.presets import load_preset
     from nanoedge.export.source import load_source, save_checkpoint
-    from nanoedge.runtime.sizes import Size
+    from nanoedge.core.sizes import Size
 
     folder = tmp_path_factory.mktemp("qnn")
     model = load_source("preset:tiny-random")

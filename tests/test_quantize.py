@@ -21,8 +21,8 @@ from nanoedge.quantize.calibration import EVALUATION, TrajectoryStore, spread  #
 from nanoedge.quantize.metrics import RunningError, image_psnr  # noqa: E402
 from nanoedge.quantize.prompts import load_prompts  # noqa: E402
 from nanoedge.runtime import Pipeline  # noqa: E402
-from nanoedge.runtime.errors import InvalidRequestError  # noqa: E402
-from nanoedge.runtime.manifest import COMPONENTS, Manifest, sha256_file  # noqa: E402
+from nanoedge.core.errors import InvalidRequestError  # noqa: E402
+from nanoedge.core.manifest import COMPONENTS, Manifest, sha256_file  # noqa: E402
 
 FAST = {"calibration_prompts": 2, "eval_prompts": 1, "steps": 2, "size": "32x32", "report_samples": 4, "sensitivity_samples": 2}
 OPEN_GATE = {"min_psnr": 0.0, "min_responsiveness": 0.0}

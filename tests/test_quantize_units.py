@@ -19,7 +19,7 @@ from nanoedge.quantize.qmath import dequantize, quantize, scale_zero_point, weig
 from nanoedge.quantize.ranges import collect_ranges, unrepresentable  # noqa: E402
 from nanoedge.quantize.recipes import recipe_for  # noqa: E402
 from nanoedge.quantize.sensitivity import NodeSensitivity, rank_nodes  # noqa: E402
-from nanoedge.runtime.errors import InvalidRequestError  # noqa: E402
+from nanoedge.core.errors import InvalidRequestError  # noqa: E402
 
 
 @pytest.mark.parametrize("qtype,symmetric,reduce_range", [("int8", True, False), ("int8", True, True), ("uint8", False, False), ("uint8", False, True)])

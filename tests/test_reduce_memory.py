@@ -34,7 +34,7 @@ def test_reduce_memory_loads_per_stage_and_keeps_the_image(tiny_package):
 
 
 def test_end_of_stage_release_is_cpu_only(tiny_package):
-    from nanoedge.runtime.manifest import Manifest
+    from nanoedge.core.manifest import Manifest
 
     manifest = Manifest.load(tiny_package)
     cpu = SessionSet(manifest, get_profile("cpu"), threads=1, resident=False)

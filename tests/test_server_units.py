@@ -12,7 +12,7 @@ import time
 import pytest
 
 from nanoedge.runtime.pipeline import GenerationResult, ResolvedRequest
-from nanoedge.runtime.sizes import Size, SizeRules
+from nanoedge.core.sizes import Size, SizeRules
 
 pytest.importorskip("starlette")
 
@@ -247,7 +247,7 @@ def test_metrics_render():
 
 def test_read_api_keys(tmp_path, monkeypatch):
     from nanoedge.cli.serve_cmd import read_api_keys
-    from nanoedge.runtime.errors import InvalidRequestError
+    from nanoedge.core.errors import InvalidRequestError
 
     key_file = tmp_path / "keys"
     key_file.write_text("# comment\nfile-1\n\nfile-2  # trailing comment\nflag\n")

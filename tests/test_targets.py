@@ -49,7 +49,7 @@ def test_missing_provider_says_what_to_install(tiny_package: Path):
 
 
 def test_auto_never_picks_a_simulator_or_an_unfit_package(tiny_package: Path):
-    from nanoedge.runtime.manifest import Manifest
+    from nanoedge.core.manifest import Manifest
 
     profile = resolve_target("auto", Manifest.load(tiny_package).data)
     assert not detect(profile).simulated
@@ -89,7 +89,7 @@ def test_export_for_qnn_folds_shape_arithmetic(tmp_path: Path):
     import onnx
 
     from nanoedge.export import ExportOptions, export_package
-    from nanoedge.runtime.sizes import Size
+    from nanoedge.core.sizes import Size
 
     manifest = export_package("preset:tiny-random", tmp_path / "p", ExportOptions(static_shape=Size(64, 64), target="qnn"))
     for name in ("text_encoder", "unet", "vae_decoder"):

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import click
 
-from nanoedge.runtime.errors import NanoedgeError
+from nanoedge.core.errors import NanoedgeError
 
 log = logging.getLogger("nanoedge")
 

@@ -48,7 +48,7 @@ def eval_cmd(package, images_per_prompt, seed, limit, steps, guidance, scheduler
     """
     from nanoedge.runtime import Pipeline
     from nanoedge.runtime.demo.evaluate import contact_sheet, evaluate, select_prompts
-    from nanoedge.runtime.errors import InvalidRequestError
+    from nanoedge.core.errors import InvalidRequestError
 
     if images_per_prompt < 1:
         raise InvalidRequestError(f"--n must be at least 1, got {images_per_prompt}")

@@ -40,8 +40,8 @@ def export(source, output, static_shape, batch, target, exporter, opset, toleran
     SOURCE is a local diffusers folder, a hub id (owner/name) or preset:NAME
     (tiny-random, bk-sdm-tiny, bk-sdm-small, sd15, sd21-base: random weights).
     """
-    from nanoedge.runtime.errors import require
-    from nanoedge.runtime.sizes import parse_size
+    from nanoedge.core.errors import require
+    from nanoedge.core.sizes import parse_size
 
     require("torch", "export")
     from nanoedge.export import ExportOptions, export_package

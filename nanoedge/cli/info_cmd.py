@@ -25,9 +25,9 @@ def _human_bytes(count: int) -> str:
 @handle_errors
 def info(package, as_json, verify):
     """Show what a package holds: components, parameters, sizes, defaults, provenance."""
-    from nanoedge.runtime.integrity import verify_package
-    from nanoedge.runtime.manifest import Manifest
-    from nanoedge.runtime.sizes import SizeRules
+    from nanoedge.core.integrity import verify_package
+    from nanoedge.core.manifest import Manifest
+    from nanoedge.core.sizes import SizeRules
 
     if package is None:
         from nanoedge.runtime.default_model import default_package_path

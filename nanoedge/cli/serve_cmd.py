@@ -24,10 +24,11 @@ log = logging.getLogger("nanoedge.serve")
 def read_api_keys(flag_keys: tuple[str, ...], key_file: str | None) -> tuple[str, ...]:
     """Keys from --api-key, NANOEDGE_API_KEYS (comma-separated) and --api-key-file (one per
     line, ``#`` comments), in that order, without duplicates or blanks."""
-    from nanoedge.runtime.errors import InvalidRequestError
+    from nanoedge.core import settings
+    from nanoedge.core.errors import InvalidRequestError
 
     keys = [k.strip() for k in flag_keys]
-    keys += [k.strip() for k in os.environ.get("NANOEDGE_API_KEYS", "").split(",")]
+    keys += settings.api_keys()
     if key_file:
         try:
             text = Path(key_file).read_text(encoding="utf-8")
@@ -41,7 +42,7 @@ def read_api_keys(flag_keys: tuple[str, ...], key_file: str | None) -> tuple[str
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
-    from nanoedge.runtime.errors import NanoedgeError
+    from nanoedge.core.errors import NanoedgeError
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -86,13 +87,13 @@ def serve(package, host, port, target, aliases, api_keys, api_key_file, allow_un
     nanoedge serve -m pkg --alias nano-banana-2
     client = OpenAI(api_key="any", base_url="http://127.0.0.1:8000/v1")
     """
-    from nanoedge.runtime.errors import InvalidRequestError, NanoedgeError, require
+    from nanoedge.core.errors import InvalidRequestError, NanoedgeError, require
 
     require("starlette", "serve")
     uvicorn = require("uvicorn", "serve")
     from nanoedge.runtime.default_model import default_package_path
-    from nanoedge.runtime.integrity import cache_dir as nanoedge_cache_dir
-    from nanoedge.runtime.manifest import Manifest
+    from nanoedge.core.settings import cache_dir as nanoedge_cache_dir
+    from nanoedge.core.manifest import Manifest
     from nanoedge.runtime.pipeline import Pipeline
     from nanoedge.runtime.server import ServerSettings, create_app
     from nanoedge.runtime.server.settings import is_loopback

@@ -51,7 +51,7 @@ def check(package, target_name, as_json):
     Exits 1 when the target requires full offload (qnn) and does not get it, or when the
     package does not meet the target's needs (static shapes, precision).
     """
-    from nanoedge.runtime.manifest import Manifest
+    from nanoedge.core.manifest import Manifest
     from nanoedge.targets import resolve_target
     from nanoedge.targets.check import check_package
 

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from nanoedge.runtime.atomic import write_bytes_atomic
+from nanoedge.core.atomic import write_bytes_atomic
 
 log = logging.getLogger(__name__)
 

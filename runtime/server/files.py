@@ -22,7 +22,7 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
-from nanoedge.runtime.atomic import write_bytes_atomic
+from nanoedge.core.atomic import write_bytes_atomic
 
 log = logging.getLogger(__name__)
 

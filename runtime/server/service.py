@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any, Awaitable, Callable
 
 from nanoedge import __version__
-from nanoedge.runtime.errors import InvalidRequestError
+from nanoedge.core.errors import InvalidRequestError
 from nanoedge.runtime.pipeline import GenerationRequest, GenerationResult, Pipeline, ResolvedRequest
 
 from .cache import ResultCache, package_fingerprint

@@ -15,8 +15,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from nanoedge.runtime.errors import InvalidRequestError
-from nanoedge.runtime.sizes import Size, SizeRules, parse_size
+from nanoedge.core.errors import InvalidRequestError
+from nanoedge.core.sizes import Size, SizeRules, parse_size
 
 from .errors import APIError, invalid
 

@@ -15,13 +15,9 @@ from pathlib import Path
 
 from .errors import PackageError
 from .manifest import Manifest, sha256_file
+from .settings import cache_dir
 
 log = logging.getLogger(__name__)
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("NANOEDGE_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "nanoedge")
-    return Path(base)
 
 
 def _cache_path() -> Path:
