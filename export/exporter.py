@@ -20,6 +20,7 @@ from typing import Any, Callable
 from nanoedge import __version__
 from nanoedge.core.atomic import staged_directory
 from nanoedge.core.errors import ExportError, InvalidRequestError, require
+from nanoedge.core.limits import DEFAULT_GUIDANCE, DEFAULT_STEPS
 from nanoedge.core.manifest import Manifest, new_manifest
 from nanoedge.core.sizes import Size, parse_size
 
@@ -218,8 +219,8 @@ def export_package(source: str, output: "str | Path", options: ExportOptions | N
         }
         manifest["defaults"] = {
             "size": str(default_size),
-            "steps": int(options.default_steps or model.defaults.get("steps", 25)),
-            "guidance": float(options.default_guidance if options.default_guidance is not None else model.defaults.get("guidance", 7.5)),
+            "steps": int(options.default_steps or model.defaults.get("steps", DEFAULT_STEPS)),
+            "guidance": float(options.default_guidance if options.default_guidance is not None else model.defaults.get("guidance", DEFAULT_GUIDANCE)),
             "scheduler": None,
         }
         manifest["provenance"] = {

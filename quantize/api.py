@@ -27,6 +27,7 @@ from typing import Any, Callable
 from nanoedge import __version__
 from nanoedge.core.atomic import staged_directory
 from nanoedge.core.errors import InvalidRequestError, NanoedgeError, PackageError, require
+from nanoedge.core.limits import DEFAULT_GUIDANCE, DEFAULT_STEPS, MAX_STEPS
 from nanoedge.core.manifest import COMPONENTS, Manifest
 from nanoedge.core.sizes import SizeRules
 
@@ -156,14 +157,14 @@ def _check_source(manifest: Manifest) -> None:
 def _settings(manifest: Manifest, options: QuantizeOptions) -> CalibrationSettings:
     defaults = manifest.defaults
     run_size, _ = SizeRules.from_manifest(manifest.data["sizes"]).resolve(options.size or defaults.get("size"))
-    steps = int(options.steps if options.steps is not None else defaults.get("steps", 25))
-    if not 1 <= steps <= 500:
-        raise InvalidRequestError(f"--steps must be between 1 and 500, got {steps}")
-    guidance = float(options.guidance if options.guidance is not None else defaults.get("guidance", 7.5))
+    steps = int(options.steps if options.steps is not None else defaults.get("steps", DEFAULT_STEPS))
+    if not 1 <= steps <= MAX_STEPS:
+        raise InvalidRequestError(f"--steps must be between 1 and {MAX_STEPS}, got {steps}")
+    guidance = float(options.guidance if options.guidance is not None else defaults.get("guidance", DEFAULT_GUIDANCE))
     if guidance <= 1.0:
         raise InvalidRequestError(
             f"calibration needs classifier-free guidance (guidance > 1), got {guidance:g}",
-            hint="prompt responsiveness compares cond and uncond predictions; use --guidance 7.5",
+            hint=f"prompt responsiveness compares cond and uncond predictions; use --guidance {DEFAULT_GUIDANCE:g}",
         )
     return CalibrationSettings(size=str(run_size), steps=steps, guidance=guidance, scheduler=options.scheduler, seed=options.seed)
 

@@ -14,22 +14,33 @@ import os
 import secrets
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
 
+from nanoedge.core.errors import (
+    InvalidRequestError,
+    TargetUnavailableError,
+)
+from nanoedge.core.integrity import verify_package
+from nanoedge.core.limits import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_STEPS,
+    MAX_GUIDANCE,
+    MAX_IMAGES,
+    MAX_REQUEST_SEED,
+    MAX_STEPS,
+    RANDOM_SEED_BELOW,
+)
+from nanoedge.core.manifest import Manifest
+from nanoedge.core.sizes import Size, SizeRules
 from nanoedge.targets import resolve_target
 from nanoedge.targets.profiles import package_misfit
 
-from nanoedge.core.errors import InvalidRequestError, PackageError, TargetUnavailableError
 from .images import decoded_to_pil
-from nanoedge.core.integrity import verify_package
-from nanoedge.core.manifest import Manifest
 from .schedulers import SCHEDULER_NAMES, make_scheduler
 from .sessions import COMPONENTS, SessionSet
-from nanoedge.core.sizes import Size, SizeRules
 from .tokenizer import PromptTokenizer
 
 log = logging.getLogger(__name__)
@@ -37,9 +48,6 @@ log = logging.getLogger(__name__)
 ProgressCallback = Callable[[int, int], None]
 # observer(component, inputs, output): sees every model call, e.g. to record calibration data
 Observer = Callable[[str, dict, np.ndarray], None]
-MAX_STEPS = 500
-MAX_IMAGES = 16
-MAX_SEED = 2**63 - 1
 
 
 @dataclass
@@ -170,12 +178,12 @@ class Pipeline:
         n = _as_int(request.n, "n")
         if not 1 <= n <= MAX_IMAGES:
             raise InvalidRequestError(f"n must be between 1 and {MAX_IMAGES}, got {n}", param="n")
-        steps = _as_int(request.steps if request.steps is not None else defaults.get("steps", 25), "steps")
+        steps = _as_int(request.steps if request.steps is not None else defaults.get("steps", DEFAULT_STEPS), "steps")
         if not 1 <= steps <= MAX_STEPS:
             raise InvalidRequestError(f"steps must be between 1 and {MAX_STEPS}, got {steps}", param="steps")
-        guidance = request.guidance if request.guidance is not None else defaults.get("guidance", 7.5)
-        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not np.isfinite(guidance) or not 0 <= guidance <= 50:
-            raise InvalidRequestError(f"guidance must be a number between 0 and 50, got {guidance!r}", param="guidance")
+        guidance = request.guidance if request.guidance is not None else defaults.get("guidance", DEFAULT_GUIDANCE)
+        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not np.isfinite(guidance) or not 0 <= guidance <= MAX_GUIDANCE:
+            raise InvalidRequestError(f"guidance must be a number between 0 and {MAX_GUIDANCE:g}, got {guidance!r}", param="guidance")
         scheduler = (request.scheduler or defaults.get("scheduler") or self.manifest.data.get("scheduler", {}).get("default") or "").strip().lower() or None
         try:
             make_scheduler(scheduler, self.scheduler_config)
@@ -185,10 +193,10 @@ class Pipeline:
             make_scheduler(scheduler, self.scheduler_config).set_timesteps(steps)
         except ValueError as exc:
             raise InvalidRequestError(f"{scheduler or 'the default scheduler'} cannot run {steps} steps: {exc}", param="steps") from None
-        seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
+        seed = request.seed if request.seed is not None else secrets.randbelow(RANDOM_SEED_BELOW)
         seed = _as_int(seed, "seed")
-        if not 0 <= seed <= MAX_SEED - MAX_IMAGES:
-            raise InvalidRequestError(f"seed must be between 0 and {MAX_SEED - MAX_IMAGES}, got {seed}", param="seed")
+        if not 0 <= seed <= MAX_REQUEST_SEED:
+            raise InvalidRequestError(f"seed must be between 0 and {MAX_REQUEST_SEED}, got {seed}", param="seed")
         run_size, output_size = self.sizes.resolve(request.size if request.size is not None else defaults.get("size"))
         negative = request.negative_prompt if request.negative_prompt is not None else ""
         if not isinstance(negative, str):

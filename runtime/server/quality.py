@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from nanoedge.core.limits import DEFAULT_STEPS
+
 #: Accepted words (and the Chinese labels clients send) -> canonical quality.
 QUALITY_ALIASES: dict[str, str] = {
     "auto": "auto",
@@ -57,7 +59,7 @@ class QualityTable:
     @classmethod
     def from_manifest(cls, data: Mapping[str, Any]) -> "QualityTable":
         defaults = data.get("defaults") or {}
-        return cls(int(defaults.get("steps") or 25), data.get("quality") or {})
+        return cls(int(defaults.get("steps") or DEFAULT_STEPS), data.get("quality") or {})
 
     @staticmethod
     def canonical(word: str) -> str | None:

@@ -16,16 +16,18 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from nanoedge.runtime.pipeline import MAX_IMAGES as PIPELINE_MAX_IMAGES
-from nanoedge.runtime.pipeline import MAX_SEED, MAX_STEPS
+from nanoedge.core.limits import (
+    MAX_API_IMAGES,
+    MAX_GUIDANCE,
+    MAX_PROMPT_CHARS,
+    MAX_REQUEST_SEED,
+    MAX_STEPS,
+)
 
 from .errors import APIError, invalid
 from .quality import QUALITY_ALIASES, QualityTable
 from .styles import StyleBook
 
-MAX_PROMPT_CHARS = 32000
-MAX_IMAGES = 10
-MAX_GUIDANCE = 50.0
 RESPONSE_FORMATS = ("url", "b64_json")
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
 
@@ -158,7 +160,7 @@ def parse_image_request(body: dict[str, Any], styles: StyleBook) -> ImageRequest
     return ImageRequest(
         prompt=prompt,
         model=_string(body, "model", max_chars=256),
-        n=_integer(body, "n", 1, MAX_IMAGES) or 1,
+        n=_integer(body, "n", 1, MAX_API_IMAGES) or 1,
         size=size,
         quality=quality,
         style=style,
@@ -166,7 +168,7 @@ def parse_image_request(body: dict[str, Any], styles: StyleBook) -> ImageRequest
         output_format=_choice(body, "output_format", OUTPUT_FORMATS) or "png",
         output_compression=_integer(body, "output_compression", 0, 100),
         user=_string(body, "user", max_chars=512),
-        seed=_integer(body, "seed", 0, MAX_SEED - PIPELINE_MAX_IMAGES),
+        seed=_integer(body, "seed", 0, MAX_REQUEST_SEED),
         steps=_integer(body, "steps", 1, MAX_STEPS),
         guidance_scale=_number(body, "guidance_scale", 0.0, MAX_GUIDANCE),
         negative_prompt=_string(body, "negative_prompt", max_chars=MAX_PROMPT_CHARS),
