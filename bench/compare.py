@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nanoedge.core.manifest import Manifest
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
@@ -99,8 +101,7 @@ def check_provenance(package: str, work: Path) -> str | None:
     if not source_file.exists():
         return f"{source_file} is missing: run `bench/compare.py prepare` first"
     want = json.loads(source_file.read_text())
-    manifest = json.loads((Path(package) / "nanoedge.json").read_text())
-    got = (manifest.get("provenance") or {}).get("source") or {}
+    got = Manifest.load(package).provenance.get("source") or {}
     if got.get("kind") != "preset" or got.get("name") != want["preset"] or int(got.get("seed", -1)) != int(want["seed"]):
         return f"{package} was exported from {got}, not preset:{want['preset']} seed {want['seed']}"
     return None
@@ -108,8 +109,7 @@ def check_provenance(package: str, work: Path) -> str | None:
 
 def model_bytes(kind: str, path: str) -> int:
     if kind.startswith("nanoedge"):
-        manifest = json.loads((Path(path) / "nanoedge.json").read_text())
-        return sum(int(f["bytes"]) for f in manifest["files"].values())
+        return sum(int(f["bytes"]) for f in Manifest.load(path).files.values())
     return tree_bytes(path, exclude={"compare_source.json", "compare_export.json"})
 
 

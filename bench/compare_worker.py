@@ -70,9 +70,9 @@ def _nanoedge_runner(path: str, guidance: float, reduce_memory: bool = False, ta
     from nanoedge.runtime import Pipeline
 
     pipe = Pipeline.load(path, target=target, reduce_memory=reduce_memory)
-    scheduler = pipe.manifest.data.get("scheduler", {}).get("default")
+    scheduler = pipe.manifest.scheduler.get("default")
     info = {"scheduler": scheduler, "precision": pipe.manifest.component("unet").get("precision"),
-            "quantization": (pipe.manifest.data.get("quantization") or {}).get("scheme"), "reduce_memory": reduce_memory,
+            "quantization": (pipe.manifest.quantization or {}).get("scheme"), "reduce_memory": reduce_memory,
             "target": pipe.profile.name}
 
     def run(latents, size, steps):

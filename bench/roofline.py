@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nanoedge.core.manifest import Manifest
+
 
 def _matmul_model(m: int, k: int, n: int, kind: str):
     import onnx
@@ -190,8 +192,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.lower().split("x"))
-    manifest = json.loads((Path(args.package) / "nanoedge.json").read_text())
-    unet_file = Path(args.package) / manifest["components"]["unet"]["model"]
+    unet_file = Manifest.load(args.package).component_path("unet")
     macs = unet_macs(unet_file, args.batch, height, width)
     total = sum(v for k, v in macs.items() if k != "unknown")
     result = {"size": args.size, "batch": args.batch, "unet_gmacs_per_step": total / 1e9, "macs_by_op": macs}

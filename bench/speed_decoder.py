@@ -48,8 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         manifest = Manifest.load(path)
         entries.append({"label": label, "manifest": manifest, "wall": [], "cpu": [], "rss_growth_mib": 0.0})
     first = entries[0]["manifest"]
-    factor = int(first.data["latent"]["scale_factor"])
-    latent = np.random.default_rng(0).standard_normal((1, int(first.data["latent"]["channels"]), size.height // factor, size.width // factor), dtype=np.float32)
+    factor = int(first.latent["scale_factor"])
+    latent = np.random.default_rng(0).standard_normal((1, int(first.latent["channels"]), size.height // factor, size.width // factor), dtype=np.float32)
     profile = get_profile("cpu")
     for round_index in range(args.rounds):
         for entry in entries:

@@ -38,7 +38,7 @@ def rss_mib() -> float:
 
 def unet_inputs(manifest: Manifest, width: int, height: int, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    latent = manifest.data["latent"]
+    latent = manifest.latent
     factor = int(latent["scale_factor"])
     states = next(i for i in manifest.component("unet")["inputs"] if i["name"] == "encoder_hidden_states")
     seq, dim = int(states["shape"][1]), int(states["shape"][2])

@@ -21,7 +21,7 @@ from nanoedge import __version__
 from nanoedge.core.atomic import staged_directory
 from nanoedge.core.errors import ExportError, InvalidRequestError, require
 from nanoedge.core.limits import DEFAULT_GUIDANCE, DEFAULT_STEPS
-from nanoedge.core.manifest import Manifest, new_manifest
+from nanoedge.core.manifest import Manifest
 from nanoedge.core.sizes import Size, parse_size
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ def export_package(source: str, output: "str | Path", options: ExportOptions | N
     else:
         npu_form = options.static_shape is not None
     fuse = options.fuse_attention and not npu_form
-    manifest = new_manifest(options.model_id or model.model_id)
+    manifest = Manifest.new(options.model_id or model.model_id)
     specs = component_specs(model, seed=options.seed)
     with staged_directory(output, overwrite=options.overwrite) as stage:
         for spec in specs:
@@ -172,7 +172,7 @@ def export_package(source: str, output: "str | Path", options: ExportOptions | N
                     hint="the export is wrong for this model; report it with -v output, or loosen --tolerance if you accept the drift",
                 )
             (model_file.parent / "config.json").write_text(json.dumps(_jsonable(spec.config), indent=2) + "\n")
-            manifest["components"][spec.name] = {
+            entry: dict[str, Any] = {
                 "model": f"{spec.name}/model.onnx",
                 "files": [str(p.relative_to(stage)) for p in written],
                 "precision": "fp32",
@@ -184,12 +184,13 @@ def export_package(source: str, output: "str | Path", options: ExportOptions | N
             }
             if spec.name == "vae_decoder":
                 # which decoder, and how the runtime feeds it (latents / scaling + shift) and reads it
-                manifest["components"][spec.name]["decoder"] = _jsonable(model.decoder_description())
+                entry["decoder"] = _jsonable(model.decoder_description())
             if rewrites is not None:
-                manifest["components"][spec.name]["rewrites"] = {"target": target_profile.name, "folded_ops": rewrites}
+                entry["rewrites"] = {"target": target_profile.name, "folded_ops": rewrites}
             if fused and fused[0]:
                 # com.microsoft.MultiHeadAttention: CPU and CUDA providers only (docs/speed.md)
-                manifest["components"][spec.name]["fused_attention"] = fused[0]
+                entry["fused_attention"] = fused[0]
+            manifest.set_component(spec.name, entry)
             notify(f"export:{spec.name}:done", {"max_abs_diff": worst.max_abs_diff, "seconds": export_seconds, "parameters": spec.parameters})
             del spec.module
             gc.collect()
@@ -199,16 +200,16 @@ def export_package(source: str, output: "str | Path", options: ExportOptions | N
         scheduler_dir = stage / "scheduler"
         scheduler_dir.mkdir()
         (scheduler_dir / "scheduler_config.json").write_text(json.dumps(model.scheduler_config, indent=2) + "\n")
-        manifest["scheduler"] = {"config": "scheduler/scheduler_config.json", "default": _scheduler_short_name(model.scheduler_config)}
-        manifest["latent"] = {
+        manifest.set_section("scheduler", {"config": "scheduler/scheduler_config.json", "default": _scheduler_short_name(model.scheduler_config)})
+        manifest.set_section("latent", {
             "channels": int(model.unet.config.out_channels),
             "scale_factor": factor,
             "scaling_factor": float(model.vae.config.scaling_factor),
             "shift_factor": getattr(model.vae.config, "shift_factor", None),
-        }
+        })
         native_size = Size(native, native)
         default_size = static or parse_size(model.defaults.get("size", str(native_size)))
-        manifest["sizes"] = {
+        manifest.set_section("sizes", {
             "native": str(static or native_size),
             "multiple_of": multiple,
             "min": multiple,
@@ -216,14 +217,14 @@ def export_package(source: str, output: "str | Path", options: ExportOptions | N
             "static": str(static) if static else None,
             "static_batch": options.batch if static else None,
             "output": [str(s) for s in options.output_sizes],
-        }
-        manifest["defaults"] = {
+        })
+        manifest.set_section("defaults", {
             "size": str(default_size),
             "steps": int(options.default_steps or model.defaults.get("steps", DEFAULT_STEPS)),
             "guidance": float(options.default_guidance if options.default_guidance is not None else model.defaults.get("guidance", DEFAULT_GUIDANCE)),
             "scheduler": None,
-        }
-        manifest["provenance"] = {
+        })
+        manifest.set_section("provenance", {
             **model.provenance,
             "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "exporter": options.exporter,
@@ -232,11 +233,12 @@ def export_package(source: str, output: "str | Path", options: ExportOptions | N
             "tools": _tool_versions(),
             "export_seconds": round(time.perf_counter() - started, 1),
             "peak_rss_mb": round(_peak_rss_mb(), 1),
-        }
+        })
         _write_model_index(stage, model)
-        result = Manifest(manifest, stage)
-        result.record_files(stage)
-        result.write(stage)
+        manifest.root = stage
+        manifest.record_files(stage)
+        manifest.write(stage)
+        result = manifest
         notify("write:done", {"seconds": time.perf_counter() - started, "peak_rss_mb": _peak_rss_mb()})
     result.root = output
     return result
@@ -248,17 +250,17 @@ def _scheduler_short_name(config: dict[str, Any]) -> str:
     return names.get(config.get("_class_name", "PNDMScheduler"), "pndm")
 
 
-def _write_tokenizer(model, stage: Path, manifest: dict[str, Any]) -> None:
+def _write_tokenizer(model, stage: Path, manifest: Manifest) -> None:
     folder = stage / "tokenizer"
     model.tokenizer.save_pretrained(str(folder))  # tokenizer.json + vocab/merges for optimum
     if not (folder / "tokenizer.json").exists():
         model.tokenizer.backend_tokenizer.save(str(folder / "tokenizer.json"))
-    manifest["tokenizer"] = {
+    manifest.set_section("tokenizer", {
         "path": "tokenizer/tokenizer.json",
         "max_length": int(model.tokenizer.model_max_length),
         "pad_id": int(model.tokenizer.pad_token_id),
         "kind": "clip-bpe" if type(model.tokenizer.backend_tokenizer.model).__name__ == "BPE" else "word-level",
-    }
+    })
 
 
 def _write_model_index(stage: Path, model) -> None:

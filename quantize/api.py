@@ -29,7 +29,6 @@ from nanoedge.core.atomic import staged_directory
 from nanoedge.core.errors import InvalidRequestError, NanoedgeError, PackageError, require
 from nanoedge.core.limits import DEFAULT_GUIDANCE, DEFAULT_STEPS, MAX_STEPS
 from nanoedge.core.manifest import COMPONENTS, Manifest
-from nanoedge.core.sizes import SizeRules
 
 from .calibration import CALIBRATION, EVALUATION, CalibrationSettings, TrajectoryStore, record_trajectories, spread
 from .gate import QualityGate
@@ -144,7 +143,7 @@ def _warn_fused_attention_for_npu(manifest: Manifest, schemes: dict[str, str]) -
 
 def _check_source(manifest: Manifest) -> None:
     quantized = {n: c.get("precision") for n, c in manifest.components.items() if c.get("precision") != "fp32"}
-    if quantized or manifest.data.get("quantization"):
+    if quantized or manifest.quantization:
         raise InvalidRequestError(
             f"'{manifest.root}' is already quantized ({', '.join(f'{k}: {v}' for k, v in quantized.items()) or 'see nanoedge info'})",
             hint="quantize the FP32 package it came from (nanoedge export writes one)",
@@ -156,7 +155,7 @@ def _check_source(manifest: Manifest) -> None:
 
 def _settings(manifest: Manifest, options: QuantizeOptions) -> CalibrationSettings:
     defaults = manifest.defaults
-    run_size, _ = SizeRules.from_manifest(manifest.data["sizes"]).resolve(options.size or defaults.get("size"))
+    run_size, _ = manifest.size_rules().resolve(options.size or defaults.get("size"))
     steps = int(options.steps if options.steps is not None else defaults.get("steps", DEFAULT_STEPS))
     if not 1 <= steps <= MAX_STEPS:
         raise InvalidRequestError(f"--steps must be between 1 and {MAX_STEPS}, got {steps}")
@@ -460,12 +459,9 @@ def quantize_package(source: "str | Path", output: "str | Path", options: Quanti
                 attempts=attempts,
             )
         assert candidate.root is not None
-        section = candidate.data["quantization"]
-        section["report"] = report
-        section["attempts"] = attempts
-        section["seconds"] = round(time.perf_counter() - started, 1)
+        candidate.update_quantization(report=report, attempts=attempts, seconds=round(time.perf_counter() - started, 1))
         if ranking:
-            section["sensitivity"] = {"metric": "local NMSE of each node quantized alone", "top": [r.as_dict() for r in ranking[:20]]}
+            candidate.update_quantization(sensitivity={"metric": "local NMSE of each node quantized alone", "top": [r.as_dict() for r in ranking[:20]]})
         candidate.write(candidate.root)
         with staged_directory(output, overwrite=options.overwrite) as stage:
             for entry in candidate.root.iterdir():

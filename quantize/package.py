@@ -8,7 +8,6 @@ every file is hashed again.
 
 from __future__ import annotations
 
-import copy
 import os
 import shutil
 from pathlib import Path
@@ -35,9 +34,10 @@ def assemble(source: Manifest, root: Path, quantized_files: dict[str, Path], qua
     ``quantized_files[name]`` is the folder holding a quantized component's files (written
     by :func:`write_component`); other components and all support files are copied.
     """
-    assert source.root is not None
+    if source.root is None:
+        raise ValueError("assemble needs a source manifest loaded from a package folder")
     root.mkdir(parents=True, exist_ok=True)
-    data = copy.deepcopy(source.data)
+    manifest = source.staged_copy(root)
     replaced = {rel for name in quantized_files for rel in source.component(name).get("files", []) if not rel.endswith(".json")}
     for rel in source.files:
         if rel in replaced:
@@ -47,7 +47,6 @@ def assemble(source: Manifest, root: Path, quantized_files: dict[str, Path], qua
         shutil.copyfile(source.root / rel, target)
         os.chmod(target, 0o644)
     for name, folder in quantized_files.items():
-        component = data["components"][name]
         destination = root / name
         destination.mkdir(parents=True, exist_ok=True)
         files = []
@@ -56,12 +55,8 @@ def assemble(source: Manifest, root: Path, quantized_files: dict[str, Path], qua
                 shutil.copyfile(path, destination / path.name)
                 os.chmod(destination / path.name, 0o644)
                 files.append(f"{name}/{path.name}")
-        component["files"] = files
-        component["model"] = f"{name}/model.onnx"
-    for name, precision in precisions.items():
-        data["components"][name]["precision"] = precision
-    data["quantization"] = quantization
-    manifest = Manifest(data, root)
+        manifest.replace_component_files(name, f"{name}/model.onnx", files)
+    manifest.record_quantization(quantization, precisions)
     manifest.record_files(root)
     manifest.write(root)
     return manifest

@@ -8,7 +8,6 @@ same package + parameters + seed gives the same bytes, whether the server batche
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets
@@ -19,28 +18,17 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from nanoedge.core.errors import (
-    InvalidRequestError,
-    TargetUnavailableError,
-)
+from nanoedge.core.errors import InvalidRequestError, PackageError, TargetUnavailableError
 from nanoedge.core.integrity import verify_package
-from nanoedge.core.limits import (
-    DEFAULT_GUIDANCE,
-    DEFAULT_STEPS,
-    MAX_GUIDANCE,
-    MAX_IMAGES,
-    MAX_REQUEST_SEED,
-    MAX_STEPS,
-    RANDOM_SEED_BELOW,
-)
-from nanoedge.core.manifest import Manifest
-from nanoedge.core.sizes import Size, SizeRules
+from nanoedge.core.limits import DEFAULT_GUIDANCE, DEFAULT_STEPS, MAX_GUIDANCE, MAX_IMAGES, MAX_REQUEST_SEED, MAX_STEPS, RANDOM_SEED_BELOW
+from nanoedge.core.manifest import COMPONENTS, Manifest
+from nanoedge.core.sizes import Size
 from nanoedge.targets import resolve_target
 from nanoedge.targets.profiles import package_misfit
 
 from .images import decoded_to_pil
 from .schedulers import SCHEDULER_NAMES, make_scheduler
-from .sessions import COMPONENTS, SessionSet
+from .sessions import SessionSet
 from .tokenizer import PromptTokenizer
 
 log = logging.getLogger(__name__)
@@ -104,20 +92,20 @@ class Pipeline:
         self, manifest: Manifest, target: str = "cpu", threads: int | None = None, two_pass: bool = False, reduce_memory: bool = False
     ) -> None:
         self.manifest = manifest
-        self.profile = resolve_target(target, manifest.data)
-        misfit = package_misfit(self.profile, manifest.data)
+        self.profile = resolve_target(target, manifest)
+        misfit = package_misfit(self.profile, manifest)
         if misfit:
             raise TargetUnavailableError(f"package '{manifest.root}' cannot run on target {self.profile.name}: {misfit}")
         self.two_pass = two_pass
-        data = manifest.data
-        assert manifest.root is not None
+        if manifest.root is None:
+            raise PackageError("Pipeline needs a manifest loaded from a package folder", hint="use Pipeline.load(path)")
         root = manifest.root
-        tok = data["tokenizer"]
+        tok = manifest.tokenizer
         self.tokenizer = PromptTokenizer(root / tok["path"], int(tok["max_length"]), int(tok["pad_id"]))
-        self.sizes = SizeRules.from_manifest(data["sizes"])
-        self.latent = data["latent"]
+        self.sizes = manifest.size_rules()
+        self.latent = manifest.latent
         self.decoder = manifest.decoder()
-        self.scheduler_config = json.loads((root / data["scheduler"]["config"]).read_text())
+        self.scheduler_config = manifest.scheduler_config()
         self.reduce_memory = reduce_memory
         self.sessions = SessionSet(manifest, self.profile, threads, resident=not reduce_memory)
         self._static_batch = {name: self._static_batch_of(name) for name in COMPONENTS}
@@ -184,7 +172,7 @@ class Pipeline:
         guidance = request.guidance if request.guidance is not None else defaults.get("guidance", DEFAULT_GUIDANCE)
         if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not np.isfinite(guidance) or not 0 <= guidance <= MAX_GUIDANCE:
             raise InvalidRequestError(f"guidance must be a number between 0 and {MAX_GUIDANCE:g}, got {guidance!r}", param="guidance")
-        scheduler = (request.scheduler or defaults.get("scheduler") or self.manifest.data.get("scheduler", {}).get("default") or "").strip().lower() or None
+        scheduler = (request.scheduler or self.manifest.default_scheduler or "").strip().lower() or None
         try:
             make_scheduler(scheduler, self.scheduler_config)
         except ValueError as exc:

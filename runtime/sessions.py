@@ -17,10 +17,7 @@ from typing import Any
 from nanoedge.targets import create_session
 from nanoedge.targets.profiles import TargetProfile
 
-from nanoedge.core.manifest import Manifest
-
-#: The components every package has, in the order a generation uses them.
-COMPONENTS = ("text_encoder", "unet", "vae_decoder")
+from nanoedge.core.manifest import COMPONENTS, Manifest
 
 #: onnxruntime run option that frees arena chunks the run no longer uses (CPU arena only).
 _SHRINK_CPU_ARENA = ("memory.enable_memory_arena_shrinkage", "cpu:0")

@@ -115,7 +115,7 @@ def placement(manifest: Manifest, component: str, profile: TargetProfile) -> Com
 
 def check_package(manifest: Manifest, profile: TargetProfile) -> CheckReport:
     problems = []
-    misfit = package_misfit(profile, manifest.data)
+    misfit = package_misfit(profile, manifest)
     if misfit:
         problems.append(misfit)
     components = [placement(manifest, name, profile) for name in manifest.components]

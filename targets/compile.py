@@ -47,20 +47,21 @@ def compile_package(
     status = detect(profile)
     if not status.usable:
         raise InvalidRequestError(f"cannot compile for {profile.name}: {status.reason}", hint=status.hint)
-    misfit = package_misfit(profile, manifest.data)
+    misfit = package_misfit(profile, manifest)
     if misfit:
         raise InvalidRequestError(f"cannot compile for {profile.name}: {misfit}")
-    if manifest.data.get("compiled_for"):
-        raise InvalidRequestError(f"package is already compiled for {manifest.data['compiled_for']}", hint="compile the original package")
+    if manifest.compiled_for:
+        raise InvalidRequestError(f"package is already compiled for {manifest.compiled_for}", hint="compile the original package")
     if profile.name != "qnn":
         raise InvalidRequestError(
             f"target {profile.name} compiles through its provider cache at first load ({profile.cache})",
             hint=f"load the package once with --target {profile.name}; NANOEDGE_CACHE_DIR sets where the cache lives",
         )
-    assert manifest.root is not None
+    if manifest.root is None:  # Manifest.load always sets it
+        raise PackageError(f"package '{package}' has no folder")
     source_root = manifest.root
-    data = manifest.data
     with staged_directory(Path(output), overwrite=overwrite) as stage:
+        result = manifest.staged_copy(stage)
         component_files: set[str] = set()
         for name in manifest.components:
             component_files.update(manifest.component(name).get("files", []))
@@ -68,7 +69,7 @@ def compile_package(
             if rel not in component_files:
                 (stage / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source_root / rel, stage / rel)
-        for name, component in manifest.components.items():
+        for name in manifest.components:
             started = time.perf_counter()
             folder = stage / name
             folder.mkdir(parents=True, exist_ok=True)
@@ -85,14 +86,11 @@ def compile_package(
             written = sorted(str(p.relative_to(stage)) for p in folder.iterdir() if p.is_file() and p.name != "config.json")
             if not context_model.exists():
                 raise PackageError(f"{profile.accelerator} wrote no context model for the {name}")
-            component["model"] = f"{name}/model_ctx.onnx"
-            component["files"] = written
-            component["compiled"] = {"target": profile.name, "seconds": round(time.perf_counter() - started, 2)}
+            result.replace_component_files(name, f"{name}/model_ctx.onnx", written,
+                                           compiled={"target": profile.name, "seconds": round(time.perf_counter() - started, 2)})
             if on_component:
                 on_component(name, time.perf_counter() - started)
-        data["compiled_for"] = profile.name
-        data.setdefault("targets", {})[profile.name] = {"compiled": True, "plugin_version": _plugin_version(profile)}
-        result = Manifest(data, stage)
+        result.mark_compiled(profile.name, _plugin_version(profile))
         result.record_files(stage)
         result.write(stage)
     result.root = Path(output)

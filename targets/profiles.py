@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nanoedge.core.errors import InvalidRequestError
+from nanoedge.core.manifest import Manifest
 
 
 @dataclass(frozen=True)
@@ -178,16 +179,16 @@ def get_profile(name: str) -> TargetProfile:
         raise InvalidRequestError(f"unknown target '{name}'", hint=f"known targets: {', '.join(['auto', *_PROFILES])}") from None
 
 
-def package_misfit(profile: TargetProfile, manifest: dict[str, Any] | None) -> str | None:
+def package_misfit(profile: TargetProfile, manifest: Manifest | None) -> str | None:
     """Why a package does not suit ``profile`` (None when it does or when unknown)."""
-    if not manifest:
+    if manifest is None:
         return None
-    compiled_for = manifest.get("compiled_for")
+    compiled_for = manifest.compiled_for
     if compiled_for and compiled_for != profile.name:
         return f"this package is precompiled for {compiled_for} and runs only there (use the package it was compiled from)"
-    if profile.needs_static_shapes and not manifest.get("sizes", {}).get("static"):
+    if profile.needs_static_shapes and not manifest.sizes.get("static"):
         return f"{profile.name} needs static shapes and this package is dynamic (export with --static-shape WxH)"
-    precisions = {c.get("precision", "fp32") for c in manifest.get("components", {}).values()}
+    precisions = manifest.precisions
     if profile.full_offload and not precisions & set(profile.schemes):
         return f"{profile.name} needs a {' or '.join(profile.schemes)} package, this one is {', '.join(sorted(precisions))}"
     return None

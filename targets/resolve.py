@@ -7,9 +7,9 @@ way: resolve -> detect -> plugins -> profiles.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from nanoedge.core.errors import TargetUnavailableError
+from nanoedge.core.manifest import Manifest
 
 from .detect import detect
 from .profiles import AUTO_ORDER, TargetProfile, get_profile, package_misfit
@@ -17,7 +17,7 @@ from .profiles import AUTO_ORDER, TargetProfile, get_profile, package_misfit
 log = logging.getLogger(__name__)
 
 
-def resolve_target(name: str, manifest: dict[str, Any] | None = None) -> TargetProfile:
+def resolve_target(name: str, manifest: Manifest | None = None) -> TargetProfile:
     """Return a usable profile for ``name`` or explain why not.
 
     "auto" walks :data:`AUTO_ORDER` and takes the first target whose provider is present, that

@@ -76,7 +76,7 @@ def test_export_puts_the_planes_inside_the_graph_and_keeps_four_channel_latents(
     unet = _demo_unet(True)
     checkpoint = save_demo_checkpoint(tmp_path / "ckpt", text_encoder, unet, vae, tokenizer, {}, scheduler_config())
     manifest = export_package(str(checkpoint), tmp_path / "pkg", ExportOptions(model_id="coords"))
-    assert manifest.data["latent"]["channels"] == 4
+    assert manifest.latent["channels"] == 4
     session = ort.InferenceSession(str(tmp_path / "pkg" / "unet" / "model.onnx"), providers=["CPUExecutionProvider"])
     sample = session.get_inputs()[0]
     assert sample.name == "sample" and sample.shape[1] == 4

@@ -31,22 +31,22 @@ def test_default_package_ships_with_served_sizes():
     if "NANOEDGE_DEFAULT_MODEL" not in os.environ:
         assert default_package_path() == DEFAULT
     manifest = Manifest.load(DEFAULT)
-    assert manifest.data["sizes"]["native"] == "64x64"
-    assert set(manifest.data["sizes"]["output"]) >= {"512x512", "768x768", "1024x1024"}
-    assert manifest.data["tokenizer"]["kind"] == "word-level"
+    assert manifest.sizes["native"] == "64x64"
+    assert set(manifest.sizes["output"]) >= {"512x512", "768x768", "1024x1024"}
+    assert manifest.tokenizer["kind"] == "word-level"
     shipped = sum(p.stat().st_size for p in DEFAULT.rglob("*") if p.is_file())
     assert shipped < 16 * 2**20, f"the default package grew to {shipped / 2**20:.1f} MiB"
 
 
 def _component_inputs(manifest, name: str) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(5)
-    latent = manifest.data["latent"]
+    latent = manifest.latent
     if name == "text_encoder":
-        length = manifest.data["tokenizer"]["max_length"]
+        length = manifest.tokenizer["max_length"]
         return {"input_ids": rng.integers(0, 50, (2, length)).astype(np.int32)}
     if name == "unet":
         hidden = manifest.components["unet"]["inputs"][2]["shape"][2]
-        length = manifest.data["tokenizer"]["max_length"]
+        length = manifest.tokenizer["max_length"]
         return {
             "sample": rng.standard_normal((2, latent["channels"], 16, 16)).astype(np.float32),
             "timestep": np.asarray([901.0, 21.0], dtype=np.float32),
@@ -64,8 +64,8 @@ def test_fresh_export_of_the_shipped_checkpoint_matches_the_shipped_package(tmp_
 
     shipped = Manifest.load(DEFAULT)
     fresh = export_package(str(CHECKPOINT), tmp_path / "fresh", ExportOptions(model_id=shipped.id))
-    assert fresh.data["latent"] == shipped.data["latent"]
-    assert fresh.data["tokenizer"] == shipped.data["tokenizer"]
+    assert fresh.latent == shipped.latent
+    assert fresh.tokenizer == shipped.tokenizer
     for name in ("text_encoder", "unet", "vae_decoder"):
         feeds = _component_inputs(shipped, name)
         outputs = []

@@ -41,7 +41,7 @@ def test_manifest_hashes_every_file(tiny_package: Path):
 
 
 def test_manifest_describes_components(tiny_package: Path):
-    data = Manifest.load(tiny_package).data
+    data = Manifest.load(tiny_package).as_dict()
     unet = data["components"]["unet"]
     assert [i["name"] for i in unet["inputs"]] == ["sample", "timestep", "encoder_hidden_states"]
     assert unet["inputs"][0]["shape"] == ["batch", 4, "height", "width"]
@@ -60,7 +60,7 @@ def test_manifest_describes_components(tiny_package: Path):
 
 
 def test_static_export_fixes_shapes(tiny_static_package: Path):
-    data = Manifest.load(tiny_static_package).data
+    data = Manifest.load(tiny_static_package).as_dict()
     assert data["sizes"]["static"] == "64x64"
     assert data["components"]["unet"]["inputs"][0]["shape"] == [1, 4, 8, 8]
     assert data["components"]["vae_decoder"]["inputs"][0]["shape"] == [1, 4, 8, 8]
@@ -72,7 +72,7 @@ def test_export_of_a_diffusers_folder_matches_the_preset(tmp_path: Path, tiny_pa
 
     folder = save_checkpoint(load_source("preset:tiny-random"), tmp_path / "checkpoint")
     manifest = export_package(str(folder), tmp_path / "from-folder")
-    assert manifest.data["provenance"]["source"]["kind"] == "folder"
+    assert manifest.provenance["source"]["kind"] == "folder"
     import onnxruntime as ort
 
     feeds = {

@@ -45,7 +45,7 @@ def test_manifest_flags_the_decoder(taesd_package: Path, tiny_package: Path):
     assert described["source"]["kind"] == "preset" and described["source"]["name"] == "taesd"
     assert manifest.decoder()["scaling_factor"] == 1.0
     # the UNet's latent space is still the model's (SD's 0.18215 here), only the decoder changed
-    assert manifest.data["latent"]["scaling_factor"] == pytest.approx(0.18215)
+    assert manifest.latent["scaling_factor"] == pytest.approx(0.18215)
     config = json.loads((taesd_package / "vae_decoder" / "config.json").read_text())
     assert config["_class_name"] == "AutoencoderTiny"
     assert manifest.component("vae_decoder")["verification"]["max_abs_diff"] <= manifest.component("vae_decoder")["verification"]["tolerance"]

@@ -73,7 +73,7 @@ def test_scheme_loads_and_generates_close_to_fp32(quantized, tiny_package: Path,
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_manifest_records_recipe_float_nodes_and_every_figure(quantized, tiny_package: Path, scheme: str):
     manifest = quantized[scheme].manifest
-    section = manifest.data["quantization"]
+    section = manifest.quantization
     assert section["scheme"] == scheme
     for name in COMPONENTS:
         assert manifest.component(name)["precision"] == scheme
@@ -169,7 +169,7 @@ def test_mixed_precision_keeps_the_most_sensitive_nodes_float(quantized, tiny_pa
     attempts = result.attempts
     assert not attempts[0]["passed"] and attempts[-1]["passed"] and len(attempts) >= 2
     assert result.report["end_to_end"]["image_psnr_db"] >= plain + 1.0
-    section = result.manifest.data["quantization"]
+    section = result.manifest.quantization
     kept = [f for c in section["components"].values() for f in c.get("float_nodes", []) if f["reason"] == "sensitivity"]
     assert kept and all(f["nmse"] > 0 for f in kept)
     top = section["sensitivity"]["top"]
@@ -199,7 +199,7 @@ def test_static_batch_one_package_pairs_cfg_calls(tiny_static_package: Path, tmp
     result = quantize_package(tiny_static_package, tmp_path / "static-w8a16", options)
     resp = result.report["responsiveness"]
     assert resp["ratio"] is not None and resp["fp32_std"] > 0 and resp["samples"] >= 1
-    assert result.manifest.data["sizes"]["static"] == "64x64"
+    assert result.manifest.sizes["static"] == "64x64"
     unet = result.manifest.component("unet")
     assert unet["inputs"][0]["shape"][0] == 1 and unet["precision"] == "w8a16"
     image = Pipeline.load(result.manifest.root).generate("a red circle", seed=2, steps=2)[0]

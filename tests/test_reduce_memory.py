@@ -8,7 +8,8 @@ import json
 import numpy as np
 
 from nanoedge.runtime import Pipeline
-from nanoedge.runtime.sessions import COMPONENTS, SessionSet
+from nanoedge.core.manifest import COMPONENTS
+from nanoedge.runtime.sessions import SessionSet
 from nanoedge.targets import get_profile
 
 from conftest import run_cli

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from nanoedge.runtime.pipeline import GenerationResult, ResolvedRequest
+from nanoedge.core.manifest import Manifest
 from nanoedge.core.sizes import Size, SizeRules
 
 pytest.importorskip("starlette")
@@ -75,18 +76,18 @@ def test_size_plan_static_and_declared_outputs():
 
 # -- quality and styles ------------------------------------------------------------------------
 def test_quality_table():
-    table = QualityTable.from_manifest({"defaults": {"steps": 10}})
+    table = QualityTable.from_manifest(Manifest({"defaults": {"steps": 10}}))
     assert {q: table.plan(q).steps for q in ("low", "standard", "medium", "auto", "high", "hd")} == {
         "low": 5, "standard": 10, "medium": 10, "auto": 10, "high": 15, "hd": 15}
     assert table.plan(None).steps == 10
     assert QualityTable.canonical("高清") == "hd" and QualityTable.canonical("HD") == "hd" and QualityTable.canonical("ultra") is None
-    declared = QualityTable.from_manifest({"defaults": {"steps": 4}, "quality": {"hd": {"steps": 8}, "low": 1, "bogus": 3}})
+    declared = QualityTable.from_manifest(Manifest({"defaults": {"steps": 4}, "quality": {"hd": {"steps": 8}, "low": 1, "bogus": 3}}))
     assert declared.plan("hd").steps == 8 and declared.plan("low").steps == 1 and declared.plan("high").steps == 6
 
 
 def test_styles():
-    book = StyleBook.from_manifest({"styles": {"ink": {"prompt": "ink wash painting of {prompt}", "negative_prompt": "color", "aliases": ["水墨"]},
-                                               "anime": "{prompt}, studio anime", "plain": {"prompt": "flat"}}})
+    book = StyleBook.from_manifest(Manifest({"styles": {"ink": {"prompt": "ink wash painting of {prompt}", "negative_prompt": "color", "aliases": ["水墨"]},
+                                               "anime": "{prompt}, studio anime", "plain": {"prompt": "flat"}}}))
     for label, name in [("动漫", "anime"), ("写实风格", "realistic"), ("概念艺术", "concept_art"), ("极简", "minimalist"), ("Natural", "natural"), ("水墨", "ink")]:
         assert book.lookup(label).name == name
     assert book.lookup("cubism") is None

@@ -51,7 +51,7 @@ def test_missing_provider_says_what_to_install(tiny_package: Path):
 def test_auto_never_picks_a_simulator_or_an_unfit_package(tiny_package: Path):
     from nanoedge.core.manifest import Manifest
 
-    profile = resolve_target("auto", Manifest.load(tiny_package).data)
+    profile = resolve_target("auto", Manifest.load(tiny_package))
     assert not detect(profile).simulated
     assert profile.name == "cpu" or detect(profile).usable
     assert Pipeline.load(tiny_package, target="auto").profile.name == profile.name

@@ -88,7 +88,7 @@ def export(source, output, static_shape, batch, target, exporter, opset, toleran
         "package": str(manifest.root),
         "id": manifest.id,
         "seconds": round(time.perf_counter() - started, 1),
-        "peak_rss_mb": manifest.data["provenance"]["peak_rss_mb"],
+        "peak_rss_mb": manifest.provenance["peak_rss_mb"],
         "components": {
             name: {"parameters": c["parameters"], "max_abs_diff": c["verification"]["max_abs_diff"]}
             for name, c in manifest.components.items()

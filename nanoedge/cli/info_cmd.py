@@ -27,7 +27,6 @@ def info(package, as_json, verify):
     """Show what a package holds: components, parameters, sizes, defaults, provenance."""
     from nanoedge.core.integrity import verify_package
     from nanoedge.core.manifest import Manifest
-    from nanoedge.core.sizes import SizeRules
 
     if package is None:
         from nanoedge.runtime.default_model import default_package_path
@@ -36,15 +35,14 @@ def info(package, as_json, verify):
     manifest = Manifest.load(package)
     if verify:
         verify_package(manifest, use_cache=False)
-    data = manifest.data
     if as_json:
-        json.dump(data, sys.stdout, indent=2)
+        json.dump(manifest.as_dict(), sys.stdout, indent=2)
         sys.stdout.write("\n")
         return
     files = manifest.files
     total_bytes = sum(f["bytes"] for f in files.values())
     click.echo(f"{manifest.id}  ({manifest.root})")
-    click.echo(f"  family     {data.get('family')}   package {_human_bytes(total_bytes)} in {len(files)} files")
+    click.echo(f"  family     {manifest.family}   package {_human_bytes(total_bytes)} in {len(files)} files")
     total_params = 0
     click.echo("  components")
     for name, comp in manifest.components.items():
@@ -61,18 +59,18 @@ def info(package, as_json, verify):
     shift = f" + {decoder['shift_factor']:g}" if decoder["shift_factor"] else ""
     click.echo(f"  decoder    {decoder['class']} ({decoder['family']}): latents / {decoder['scaling_factor']:g}{shift}, "
                f"output range {decoder['output_range'][0]:g}..{decoder['output_range'][1]:g}")
-    rules = SizeRules.from_manifest(data["sizes"])
+    rules = manifest.size_rules()
     click.echo(f"  sizes      {'; '.join(rules.describe())}")
-    d = data.get("defaults", {})
-    sched = d.get("scheduler") or data.get("scheduler", {}).get("default")
+    d = manifest.defaults
+    sched = manifest.default_scheduler
     click.echo(f"  defaults   size {d.get('size')}, {d.get('steps')} steps, guidance {d.get('guidance')}, scheduler {sched}")
-    prov = data.get("provenance", {})
+    prov = manifest.provenance
     src = prov.get("source", {})
     src_text = src.get("name") or src.get("repo_id") or src.get("path") or "?"
     tools = prov.get("tools", {})
     click.echo(f"  provenance {src.get('kind', '?')}:{src_text}, {prov.get('exporter')} opset {prov.get('opset')}, "
                f"torch {tools.get('torch', '?')}, exported {prov.get('exported_at', '?')}")
-    quant = data.get("quantization")
+    quant = manifest.quantization
     if quant:
         from nanoedge.quantize.summary import describe_quantization
 

@@ -130,7 +130,7 @@ def quantize(package, output, scheme, text_encoder, unet, vae_decoder, prompts_f
                 click.echo(f"  {attempt['attempt']:<14} {attempt['float_nodes']:>4} nodes float: {'; '.join(attempt['shortfalls'])}", err=True)
         raise
     progress.close()
-    section = result.manifest.data["quantization"]
+    section = result.manifest.quantization or {}
     summary = {
         "package": str(result.manifest.root),
         "seconds": result.seconds,

@@ -10,7 +10,6 @@ finish, then the process exits.
 from __future__ import annotations
 
 import logging
-import os
 import socket
 from pathlib import Path
 

@@ -99,7 +99,7 @@ def evaluate(
         "seed": seed,
         "steps": steps or defaults.get("steps"),
         "guidance": guidance if guidance is not None else defaults.get("guidance"),
-        "scheduler": scheduler or defaults.get("scheduler") or pipeline.manifest.data.get("scheduler", {}).get("default", "package default"),
+        "scheduler": scheduler or pipeline.manifest.default_scheduler or "package default",
     }
     return EvalReport(results, settings)
 

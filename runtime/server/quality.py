@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from nanoedge.core.limits import DEFAULT_STEPS
+from nanoedge.core.manifest import Manifest
 
 #: Accepted words (and the Chinese labels clients send) -> canonical quality.
 QUALITY_ALIASES: dict[str, str] = {
@@ -57,9 +58,8 @@ class QualityTable:
                 self._steps[canonical] = steps
 
     @classmethod
-    def from_manifest(cls, data: Mapping[str, Any]) -> "QualityTable":
-        defaults = data.get("defaults") or {}
-        return cls(int(defaults.get("steps") or DEFAULT_STEPS), data.get("quality") or {})
+    def from_manifest(cls, manifest: Manifest) -> "QualityTable":
+        return cls(int(manifest.defaults.get("steps") or DEFAULT_STEPS), manifest.quality)
 
     @staticmethod
     def canonical(word: str) -> str | None:

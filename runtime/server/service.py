@@ -57,8 +57,8 @@ class ImageBatch:
     cache: str | None  # "hit" / "miss" for seeded requests, None otherwise
 
 
-def _created_at(data: dict[str, Any]) -> int:
-    stamp = (data.get("provenance") or {}).get("exported_at")
+def _created_at(provenance: dict[str, Any]) -> int:
+    stamp = provenance.get("exported_at")
     try:
         return int(datetime.fromisoformat(str(stamp)).timestamp())
     except (TypeError, ValueError):
@@ -70,13 +70,13 @@ class ImageService:
         self.pipeline = pipeline
         self.settings = settings
         self.metrics = metrics
-        data = pipeline.manifest.data
+        manifest = pipeline.manifest
         self.model_id = pipeline.manifest.id
         self.model_names = list(dict.fromkeys([self.model_id, *pipeline.manifest.aliases, *settings.aliases]))
-        self.model_created = _created_at(data)
-        self.styles = StyleBook.from_manifest(data)
-        self.quality = QualityTable.from_manifest(data)
-        self.sizes = SizePlanner(pipeline.sizes, (data.get("defaults") or {}).get("size"), settings.max_pixels)
+        self.model_created = _created_at(manifest.provenance)
+        self.styles = StyleBook.from_manifest(manifest)
+        self.quality = QualityTable.from_manifest(manifest)
+        self.sizes = SizePlanner(pipeline.sizes, manifest.defaults.get("size"), settings.max_pixels)
         self.worker = InferenceWorker(pipeline, max_queue=settings.max_queue, max_batch=settings.max_batch, on_batch=metrics.observe_batch)
         self.cache: ResultCache | None = None
         if settings.cache_dir is not None and settings.cache_max_mb > 0:

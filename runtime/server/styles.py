@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from nanoedge.core.manifest import Manifest
+
 
 @dataclass(frozen=True)
 class Style:
@@ -85,8 +87,8 @@ class StyleBook:
                 self.aliases[str(alias).strip().lower()] = key
 
     @classmethod
-    def from_manifest(cls, data: Mapping[str, Any]) -> "StyleBook":
-        return cls(data.get("styles") or {})
+    def from_manifest(cls, manifest: Manifest) -> "StyleBook":
+        return cls(manifest.styles)
 
     def lookup(self, label: str) -> Style | None:
         key = label.strip().lower()
