@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nanoedge.core.manifest import Manifest
+from nanoedge.core.manifest import MANIFEST_NAME, Manifest
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -247,7 +247,7 @@ def build_plan(args) -> list[tuple[str, Config, int, tuple[str, str, str]]]:
 
 
 def _ready(kind: str, path: str) -> bool:
-    marker = "nanoedge.json" if kind.startswith("nanoedge") else "model_index.json"
+    marker = MANIFEST_NAME if kind.startswith("nanoedge") else "model_index.json"
     return (Path(path) / marker).exists()
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from nanoedge.core import settings
 from nanoedge.core.errors import PackageError
+from nanoedge.core.manifest import MANIFEST_NAME
 
 _BUNDLED = Path(__file__).resolve().parent / "models" / "default"
 
@@ -20,7 +21,7 @@ def default_package_path() -> Path:
     chosen = settings.default_model()
     if chosen is not None:
         return chosen
-    if (_BUNDLED / "nanoedge.json").exists():
+    if (_BUNDLED / MANIFEST_NAME).exists():
         return _BUNDLED
     raise PackageError(
         "no model given and no default model is installed",

@@ -8,6 +8,7 @@ parsed from docs/architecture.md, so the document and this test cannot drift apa
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -209,3 +210,19 @@ def test_function_level_imports_are_seen(tmp_path):
     source = tmp_path / "mod.py"
     source.write_text("def f():\n    from nanoedge.quantize.graphs import load_model\n")
     assert ("nanoedge.quantize.graphs", 2) in _imports("nanoedge.export.mod", source)
+
+
+_RAW_MANIFEST = re.compile(r"manifest\w*\._?data\b|\.manifest\._data\b|[\"\']nanoedge\.json[\"\']")
+
+
+def test_only_the_manifest_module_touches_the_package_file_raw():
+    """Readers and writers go through Manifest's accessors and named edits (issue 17)."""
+    owner = ROOT / "nanoedge" / "core" / "manifest.py"
+    wrong = []
+    for name, path in MODULES.items():
+        if path == owner:
+            continue
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if _RAW_MANIFEST.search(line):
+                wrong.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert not wrong, "raw manifest use outside nanoedge/core/manifest.py:\n" + "\n".join(wrong)
