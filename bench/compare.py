@@ -27,7 +27,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -53,7 +52,6 @@ from compare_report import (  # noqa: E402
     targets_check,
     tree_bytes,
 )
-
 
 log = logging.getLogger("bench.compare")
 HEAVY_LOCK = "/tmp/nanoedge-heavy.lock"
@@ -266,7 +264,9 @@ def _next_run(pending: list, args, needs_lock: set, holding_whole: bool):
     for position, (_index, (_phase, config, _round, (label, kind, path))) in enumerate(pending):
         if not _ready(kind, path):
             continue
-        wants_lock = bool(args.heavy_lock) and not holding_whole and (label in needs_lock or config.width * config.height >= args.heavy_min_pixels)
+        wants_lock = (
+            bool(args.heavy_lock) and not holding_whole and (label in needs_lock or config.width * config.height >= args.heavy_min_pixels)
+        )
         if not wants_lock:
             return position, None
         handle = open(args.heavy_lock, "a")
@@ -353,12 +353,33 @@ def run_all(args) -> None:
         if args.kill_at_epoch is not None and previous_wall is not None and time.time() + previous_wall > args.kill_at_epoch:
             if lock is not None:
                 lock.close()
-            log.warning("    skipped %s %s round %d: its last run took %.0f s, past --kill-at %s", label, config.key, round_index, previous_wall, args.kill_at)
-            meta.setdefault("skipped", []).append(f"{phase} {config.key} r{round_index} {label}: the previous run took {previous_wall:.0f} s, it would end after --kill-at {args.kill_at} UTC")
+            log.warning(
+                "    skipped %s %s round %d: its last run took %.0f s, past --kill-at %s",
+                label,
+                config.key,
+                round_index,
+                previous_wall,
+                args.kill_at,
+            )
+            meta.setdefault("skipped", []).append(
+                f"{phase} {config.key} r{round_index} {label}: the previous run took "
+                f"{previous_wall:.0f} s, it would end after --kill-at {args.kill_at} UTC"
+            )
             continue
         if position:
-            meta.setdefault("reordered", []).append(f"{phase} {config.key} r{round_index} {label} ran before {position} earlier-planned run(s) (lock busy or model not ready)")
-        log.info("[%d/%d] %s %s round %d: %s%s", index, len(plan), phase, config.key, round_index, label, " (heavy-memory lock held)" if lock or whole_lock else "")
+            meta.setdefault("reordered", []).append(
+                f"{phase} {config.key} r{round_index} {label} ran before {position} earlier-planned run(s) (lock busy or model not ready)"
+            )
+        log.info(
+            "[%d/%d] %s %s round %d: %s%s",
+            index,
+            len(plan),
+            phase,
+            config.key,
+            round_index,
+            label,
+            " (heavy-memory lock held)" if lock or whole_lock else "",
+        )
         try:
             run = run_one(label, kind, path, config, round_index, args, phase, locked=bool(lock or whole_lock))
         finally:
@@ -412,13 +433,24 @@ def report(work: Path, out: Path, baseline: str = "diffusers", second: str = "op
     order += [label for label in dict.fromkeys(r["variant"] for r in runs) if label not in order]  # from earlier invocations
     configs = {}
     for r in runs:
-        configs.setdefault(r["config"], Config(int(r["size"].split("x")[0]), int(r["size"].split("x")[1]), int(r["steps"]), float(r["guidance"])))
+        configs.setdefault(
+            r["config"], Config(int(r["size"].split("x")[0]), int(r["size"].split("x")[1]), int(r["steps"]), float(r["guidance"]))
+        )
     main_runs = [r for r in runs if r["phase"] == "main"]
     summary = summarize(main_runs)
     scaling_summary = summarize(runs)  # scaling curves use every run of their variants (main configs included)
     loads = [v for r in runs for v in (r["loadavg_before"][:1] + r["loadavg_after"][:1])]
-    result = {"meta": meta, "summary": summary, "targets": {}, "load_average_1min": {"min": min(loads, default=None), "max": max(loads, default=None),
-              "median": round(float(np.median(loads)), 2) if loads else None}, "runs": runs}
+    result = {
+        "meta": meta,
+        "summary": summary,
+        "targets": {},
+        "load_average_1min": {
+            "min": min(loads, default=None),
+            "max": max(loads, default=None),
+            "median": round(float(np.median(loads)), 2) if loads else None,
+        },
+        "runs": runs,
+    }
     out.mkdir(parents=True, exist_ok=True)
     md = [f"# Side-by-side benchmark: diffusers vs optimum-onnx vs nanoedge ({meta['started_utc']})", "",
           "Command(s), in order (a later one with --resume adds the runs the earlier left):", ""]
@@ -432,33 +464,89 @@ def report(work: Path, out: Path, baseline: str = "diffusers", second: str = "op
         md += [f"- {line}" for line in meta["reordered"]] + [""]
     if meta.get("lock"):
         md += [f"Memory lock: {meta['lock']} (no other memory-heavy job ran beside it).", ""]
-    md += ["",
-          f"Machine: {meta['machine'].get('cpu_model')}, {meta['machine'].get('logical_cpus')} logical CPUs "
-          f"({meta['machine'].get('physical_cores_per_socket')} cores per socket; flags {' '.join(meta['machine'].get('cpu_flags_of_note', []))}), "
-          f"{meta['machine'].get('ram_gib')} GiB RAM; 1-min load average during the run "
-          f"{result['load_average_1min']['min']}–{result['load_average_1min']['max']} (median {result['load_average_1min']['median']}).", "",
-          "Versions: " + ", ".join(f"{k} {v}" for k, v in meta["machine"].get("versions", {}).items()), "",
-          f"Rounds planned: up to {meta['rounds']} (variants interleaved A B C ... per round, each run a fresh process; "
-          "the (n) column counts the images actually measured), "
-          f"{meta['images_per_process']} image(s) per process. Image time = "
-          + ("generation time of the images after the first in each process." if meta["images_per_process"] > 1 else
-             "generation time of the process's one image (model already loaded; includes first-run warm-up).") , ""]
+    md += [
+        "",
+        f"Machine: {meta['machine'].get('cpu_model')}, {meta['machine'].get('logical_cpus')} logical CPUs "
+        f"({meta['machine'].get('physical_cores_per_socket')} cores per socket; "
+        f"flags {' '.join(meta['machine'].get('cpu_flags_of_note', []))}), "
+        f"{meta['machine'].get('ram_gib')} GiB RAM; 1-min load average during the run "
+        f"{result['load_average_1min']['min']}–{result['load_average_1min']['max']} (median {result['load_average_1min']['median']}).",
+        "",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in meta["machine"].get("versions", {}).items()),
+        "",
+        f"Rounds planned: up to {meta['rounds']} (variants interleaved A B C ... per round, each run a fresh process; "
+        "the (n) column counts the images actually measured), "
+        f"{meta['images_per_process']} image(s) per process. Image time = "
+        + (
+            "generation time of the images after the first in each process."
+            if meta["images_per_process"] > 1
+            else "generation time of the process's one image (model already loaded; includes first-run warm-up)."
+        ),
+        "",
+    ]
     charts = []
     for key in meta["configs"]:
         if key not in summary:
             continue
         config = configs[key]
-        md += [f"## {config.title}", "", render_table(config, summary[key], order, baseline, second if second in summary[key] else None), ""]
+        md += [
+            f"## {config.title}",
+            "",
+            render_table(config, summary[key], order, baseline, second if second in summary[key] else None),
+            "",
+        ]
         checks = targets_check(summary[key], int8_label, baseline, second) if int8_label in summary[key] else []
         result["targets"][key] = checks
         for c in checks:
             value = "—" if c["value"] is None else f"{c['value']:.2f}"
-            md.append(f"- target {c['target']}: measured {value} (goal {c['goal']}) → {'met' if c['met'] else 'MISSED' if c['met'] is not None else 'not measured'}")
+            md.append(
+                f"- target {c['target']}: measured {value} (goal {c['goal']}) → "
+                f"{'met' if c['met'] else 'MISSED' if c['met'] is not None else 'not measured'}"
+            )
         md.append("")
         panels = [
-            {"title": "image time, median (min–max)", "unit": "s", "bars": [(l, summary[key][l]["image_s"]["median"], summary[key][l]["image_s"]["min"], summary[key][l]["image_s"]["max"]) for l in order if l in summary[key]]},
-            {"title": "peak RSS of the process, median (min–max)", "unit": "MiB", "bars": [(l, summary[key][l]["peak_rss_mib"]["median"], summary[key][l]["peak_rss_mib"]["min"], summary[key][l]["peak_rss_mib"]["max"]) for l in order if l in summary[key]]},
-            {"title": "cold start: process start -> first image", "unit": "s", "bars": [(l, summary[key][l]["cold_start_s"]["median"], summary[key][l]["cold_start_s"]["min"], summary[key][l]["cold_start_s"]["max"]) for l in order if l in summary[key]]},
+            {
+                "title": "image time, median (min–max)",
+                "unit": "s",
+                "bars": [
+                    (
+                        label,
+                        summary[key][label]["image_s"]["median"],
+                        summary[key][label]["image_s"]["min"],
+                        summary[key][label]["image_s"]["max"],
+                    )
+                    for label in order
+                    if label in summary[key]
+                ],
+            },
+            {
+                "title": "peak RSS of the process, median (min–max)",
+                "unit": "MiB",
+                "bars": [
+                    (
+                        label,
+                        summary[key][label]["peak_rss_mib"]["median"],
+                        summary[key][label]["peak_rss_mib"]["min"],
+                        summary[key][label]["peak_rss_mib"]["max"],
+                    )
+                    for label in order
+                    if label in summary[key]
+                ],
+            },
+            {
+                "title": "cold start: process start -> first image",
+                "unit": "s",
+                "bars": [
+                    (
+                        label,
+                        summary[key][label]["cold_start_s"]["median"],
+                        summary[key][label]["cold_start_s"]["min"],
+                        summary[key][label]["cold_start_s"]["max"],
+                    )
+                    for label in order
+                    if label in summary[key]
+                ],
+            },
         ]
         chart = out / f"compare-{key}.png"
         bar_chart(panels, chart, f"bk-sdm-tiny {config.title}")
@@ -515,14 +603,25 @@ def report(work: Path, out: Path, baseline: str = "diffusers", second: str = "op
     failed = [r for r in runs if not r["ok"]]
     if failed:
         md += ["## Failed runs", ""] + [f"- {r['config']} {r['variant']} round {r['round']}: {r['error'][:300]!r}" for r in failed] + [""]
-    md += ["## Per-run records", "", "In run order. `image CPU s`: CPU seconds the process spent on the image (all threads); "
-           "`CPU cores used`: CPU seconds / wall seconds of the whole process (2.0 = both cores to itself).", "",
-           "| phase | config | round | variant | cold start s | image s | image CPU s | peak RSS MiB | CPU cores used | load before→after | commit |",
-           "|---|---|---:|---|---:|---:|---:|---:|---:|---|---|"]
+    md += [
+        "## Per-run records",
+        "",
+        "In run order. `image CPU s`: CPU seconds the process spent on the image (all threads); "
+        "`CPU cores used`: CPU seconds / wall seconds of the whole process (2.0 = both cores to itself).",
+        "",
+        "| phase | config | round | variant | cold start s | image s | image CPU s | peak RSS MiB | CPU cores used "
+        "| load before→after | commit |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---|---|",
+    ]
     for r in runs:
         if r["ok"]:
-            md.append(f"| {r['phase']} | {r['config']} | {r['round']} | {r['variant']} | {r['cold_start_s']:.1f} | {', '.join(f'{v:.1f}' for v in r['image_s'])} | "
-                      f"{', '.join(f'{v:.1f}' for v in r.get('image_cpu_s', []))} | {r['peak_rss_mib']:.0f} | {r['cpu_utilization']:.2f} | {r['loadavg_before'][0]}→{r['loadavg_after'][0]} | {(r.get('code') or {}).get('head', '?')}{'+dirty' if (r.get('code') or {}).get('runtime_targets_dirty') else ''} |")
+            md.append(
+                f"| {r['phase']} | {r['config']} | {r['round']} | {r['variant']} | "
+                f"{r['cold_start_s']:.1f} | {', '.join(f'{v:.1f}' for v in r['image_s'])} | "
+                f"{', '.join(f'{v:.1f}' for v in r.get('image_cpu_s', []))} | {r['peak_rss_mib']:.0f} | {r['cpu_utilization']:.2f} | "
+                f"{r['loadavg_before'][0]}→{r['loadavg_after'][0]} "
+                f"| {(r.get('code') or {}).get('head', '?')}{'+dirty' if (r.get('code') or {}).get('runtime_targets_dirty') else ''} |"
+            )
     if copy_images:
         from PIL import Image
 
@@ -534,7 +633,11 @@ def report(work: Path, out: Path, baseline: str = "diffusers", second: str = "op
                 for i, t in enumerate(thumbs):
                     sheet.paste(t, (160 * i, 0))
                 sheet.save(out / f"images-{key}.png")
-                md += ["", f"Images of round 1, {key} ({', '.join(l for l, _ in tiles)}; random-weight model, so noise-like): ![images](images-{key}.png)"]
+                md += [
+                    "",
+                    f"Images of round 1, {key} ({', '.join(label for label, _ in tiles)}; "
+                    f"random-weight model, so noise-like): ![images](images-{key}.png)",
+                ]
     result["charts"] = charts
     (out / "compare.json").write_text(json.dumps(result, indent=2, default=str))
     (out / "compare.md").write_text("\n".join(md) + "\n")
@@ -566,19 +669,39 @@ def main(argv: list[str] | None = None) -> int:
                    help="extra configs for the scaling curves (only --scaling-variants run them)")
     r.add_argument("--scaling-variants", default="diffusers,int8")
     r.add_argument("--scaling-rounds", type=int, default=1)
-    r.add_argument("--scaling-after", type=int, default=None, help="run the scaling configs after this main round (default: after the last)")
+    r.add_argument(
+        "--scaling-after", type=int, default=None, help="run the scaling configs after this main round (default: after the last)"
+    )
     r.add_argument("--int8-label", default="int8", help="the variant the issue's targets are checked for")
     r.add_argument("--seed", type=int, default=0, help="seed of the shared initial latents")
     r.add_argument("--timeout", type=float, default=1800, help="seconds before one run is killed")
     r.add_argument("--resume", action="store_true", help="keep WORK/runs.jsonl and skip runs already recorded")
     r.add_argument("--skip-provenance-check", action="store_true")
     r.add_argument("--heavy-lock", default=HEAVY_LOCK, help="flock held around runs of --heavy-min-pixels or more ('' = never)")
-    r.add_argument("--heavy-min-pixels", type=int, default=512 * 512 + 1, help="runs this size or bigger take --heavy-lock (default: above 512x512)")
-    r.add_argument("--lock-variants", default="fp32,optimum", help="variants whose runs always take --heavy-lock (nanoedge FP32 peaked at 7.7 GB at 512x512 CFG)")
-    r.add_argument("--unlocked-rss-limit-mib", type=float, default=5800, help="a run without the lock is killed past this RSS and run again under the lock")
+    r.add_argument(
+        "--heavy-min-pixels", type=int, default=512 * 512 + 1, help="runs this size or bigger take --heavy-lock (default: above 512x512)"
+    )
+    r.add_argument(
+        "--lock-variants",
+        default="fp32,optimum",
+        help="variants whose runs always take --heavy-lock (nanoedge FP32 peaked at 7.7 GB at 512x512 CFG)",
+    )
+    r.add_argument(
+        "--unlocked-rss-limit-mib",
+        type=float,
+        default=5800,
+        help="a run without the lock is killed past this RSS and run again under the lock",
+    )
     r.add_argument("--lock-whole-run", action="store_true", help="take --heavy-lock once and hold it until every run is done")
-    r.add_argument("--stop-at", default=None, metavar="HH:MM", help="start no new run after this UTC time (the report covers what finished)")
-    r.add_argument("--kill-at", default=None, metavar="HH:MM", help="kill a run still going at this UTC time, and skip runs whose previous round would end after it")
+    r.add_argument(
+        "--stop-at", default=None, metavar="HH:MM", help="start no new run after this UTC time (the report covers what finished)"
+    )
+    r.add_argument(
+        "--kill-at",
+        default=None,
+        metavar="HH:MM",
+        help="kill a run still going at this UTC time, and skip runs whose previous round would end after it",
+    )
     rep = sub.add_parser("report", help="rewrite the report from WORK/runs.jsonl")
     rep.add_argument("--work", type=Path, required=True)
     rep.add_argument("--out", type=Path, required=True)
@@ -613,7 +736,9 @@ def main(argv: list[str] | None = None) -> int:
     for item in args.nanoedge_target:
         label, sep, target = item.partition("=")
         if not sep or label not in nanoedge_labels or not target:
-            parser.error(f"--nanoedge-target expects LABEL=TARGET for a nanoedge variant ({', '.join(sorted(nanoedge_labels))}), got {item!r}")
+            parser.error(
+                f"--nanoedge-target expects LABEL=TARGET for a nanoedge variant ({', '.join(sorted(nanoedge_labels))}), got {item!r}"
+            )
         args.nanoedge_targets[label] = target
     args.variants = variants
     args.scaling_variants = [v for v in args.scaling_variants.split(",") if v]

@@ -171,13 +171,20 @@ def render_table(config: Config, variants: dict[str, dict[str, Any]], order: lis
         cpu_ratio = _fmt(ratio(base_cpu, cpu), 2, "×")
         row.append(cpu_ratio + (f" / {_fmt(ratio(other_cpu, cpu), 2, '×')}" if second else ""))
         rss = v["peak_rss_mib"]["median"]
-        row += [_fmt(v["cold_start_s"]["median"], 1), _fmt(rss, 0), _fmt(None if base_rss is None or rss is None else rss / base_rss, 2, "×"),
-                _fmt(None if v["model_bytes"] is None else v["model_bytes"] / 1e6, 0), _fmt_psnr(v["psnr_vs_diffusers"]) if label != baseline else "(reference)"]
+        row += [
+            _fmt(v["cold_start_s"]["median"], 1),
+            _fmt(rss, 0),
+            _fmt(None if base_rss is None or rss is None else rss / base_rss, 2, "×"),
+            _fmt(None if v["model_bytes"] is None else v["model_bytes"] / 1e6, 0),
+            _fmt_psnr(v["psnr_vs_diffusers"]) if label != baseline else "(reference)",
+        ]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
-def targets_check(summary_cfg: dict[str, dict[str, Any]], int8_label: str, baseline: str = "diffusers", second: str = "optimum") -> list[dict[str, Any]]:
+def targets_check(
+    summary_cfg: dict[str, dict[str, Any]], int8_label: str, baseline: str = "diffusers", second: str = "optimum"
+) -> list[dict[str, Any]]:
     """The issue's three targets for one config, each with its measured value and met/missed."""
     def med(label: str, field: str):
         return ((summary_cfg.get(label) or {}).get(field) or {}).get("median")

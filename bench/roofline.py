@@ -25,7 +25,6 @@ from nanoedge.core.manifest import Manifest
 
 
 def _matmul_model(m: int, k: int, n: int, kind: str):
-    import onnx
     from onnx import TensorProto, helper
 
     if kind == "fp32":
@@ -50,7 +49,9 @@ def _matmul_model(m: int, k: int, n: int, kind: str):
     else:
         a = helper.make_tensor_value_info("a", TensorProto.UINT8, [m, k])
         weight_type = np.int8 if kind == "u8s8" else np.uint8
-        b = numpy_initializer("b", np.random.default_rng(0).integers(-100 if weight_type == np.int8 else 0, 100, (k, n)).astype(weight_type))
+        b = numpy_initializer(
+            "b", np.random.default_rng(0).integers(-100 if weight_type == np.int8 else 0, 100, (k, n)).astype(weight_type)
+        )
         node = helper.make_node("MatMulInteger", ["a", "b"], ["y"])
         y = helper.make_tensor_value_info("y", TensorProto.INT32, [m, n])
         graph = helper.make_graph([node], "mm", [a], [y], [b])
@@ -93,7 +94,11 @@ def gemm_throughput(kind: str, m: int = 4096, k: int = 1280, n: int = 1280, repe
             session = create_session(Path(f"{tmp}/mm.onnx"), get_profile(target))
     threads = max(1, len(os.sched_getaffinity(0)))
     float_input = kind in ("fp32", "qdq")
-    a = np.random.default_rng(1).standard_normal((m, k), dtype=np.float32) if float_input else np.random.default_rng(1).integers(0, 255, (m, k)).astype(np.uint8)
+    a = (
+        np.random.default_rng(1).standard_normal((m, k), dtype=np.float32)
+        if float_input
+        else np.random.default_rng(1).integers(0, 255, (m, k)).astype(np.uint8)
+    )
     session.run(None, {"a": a})
     best_wall = best_cpu = float("inf")
     for _ in range(repeats):
@@ -184,11 +189,17 @@ def main() -> None:
     parser.add_argument("package")
     parser.add_argument("--size", default="512x512")
     parser.add_argument("--batch", type=int, default=2, help="UNet batch (2 = one image with guidance)")
-    parser.add_argument("--step-times", default=None,
-                        help="JSON written by `bench/unet_step_time.py ... --json` or `bench/speed_options.py ... --json` (same size and batch): "
-                        "prints each variant's median step time as a multiple of the roofline minimum")
-    parser.add_argument("--openvino", action="store_true",
-                        help="also measure OpenVINO's CPU plugin (target openvino-cpu): its float GEMM (BF16 on AMX CPUs) and its INT8 GEMM")
+    parser.add_argument(
+        "--step-times",
+        default=None,
+        help="JSON written by `bench/unet_step_time.py ... --json` or `bench/speed_options.py ... --json` (same size and batch): "
+        "prints each variant's median step time as a multiple of the roofline minimum",
+    )
+    parser.add_argument(
+        "--openvino",
+        action="store_true",
+        help="also measure OpenVINO's CPU plugin (target openvino-cpu): its float GEMM (BF16 on AMX CPUs) and its INT8 GEMM",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.lower().split("x"))
@@ -217,7 +228,10 @@ def main() -> None:
     if args.step_times:
         measured = json.loads(Path(args.step_times).read_text())
         if (measured.get("size"), measured.get("batch")) != (args.size, args.batch):
-            parser.error(f"{args.step_times} was measured at {measured.get('size')} batch {measured.get('batch')}, not {args.size} batch {args.batch}")
+            parser.error(
+                f"{args.step_times} was measured at {measured.get('size')} batch "
+                f"{measured.get('batch')}, not {args.size} batch {args.batch}"
+            )
         for row in measured["rows"]:
             if "median_wall_s" in row:  # bench/speed_options.py output: one row per (package, variant)
                 label = row["package"] if row["variant"] == "default" else f"{row['package']}:{row['variant']}"

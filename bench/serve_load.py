@@ -120,7 +120,9 @@ async def run_round(base_url: str, concurrency: int, requests: int, cell: Cell) 
         async def one(i: int) -> None:
             async with semaphore:
                 started = time.perf_counter()
-                response = await client.post("/v1/images/generations", json={"prompt": f"a lighthouse, variation {i}", "response_format": "b64_json"})
+                response = await client.post(
+                    "/v1/images/generations", json={"prompt": f"a lighthouse, variation {i}", "response_format": "b64_json"}
+                )
                 elapsed = time.perf_counter() - started
                 if response.status_code == 200:
                     cell.latencies.append(elapsed)
@@ -161,7 +163,13 @@ def main(argv: list[str] | None = None) -> int:
                     after = server.batch_counts()
                     row[b].batch_images += after[0] - before[0]
                     row[b].batches += after[1] - before[1]
-                    log.info("concurrency %d, max-batch %d, round %d: %.2f images/s so far", level, b, round_index + 1, row[b].images / row[b].wall)
+                    log.info(
+                        "concurrency %d, max-batch %d, round %d: %.2f images/s so far",
+                        level,
+                        b,
+                        round_index + 1,
+                        row[b].images / row[b].wall,
+                    )
             cells += row.values()
     finally:
         for server in servers.values():
@@ -172,9 +180,14 @@ def main(argv: list[str] | None = None) -> int:
         json.dump(rows, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
-    print(f"{'concurrency':>11} {'max-batch':>9} {'images/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'mean batch':>10} {'requests':>8} {'failed':>6}")
+    print(
+        f"{'concurrency':>11} {'max-batch':>9} {'images/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'mean batch':>10} {'requests':>8} {'failed':>6}"
+    )
     for r in rows:
-        print(f"{r['concurrency']:>11} {r['max_batch']:>9} {r['images_per_s']:>9.2f} {r['p50_ms']:>8.0f} {r['p99_ms']:>8.0f} {r['mean_batch']:>10.2f} {r['requests']:>8} {r['failures']:>6}")
+        print(
+            f"{r['concurrency']:>11} {r['max_batch']:>9} {r['images_per_s']:>9.2f} {r['p50_ms']:>8.0f} "
+            f"{r['p99_ms']:>8.0f} {r['mean_batch']:>10.2f} {r['requests']:>8} {r['failures']:>6}"
+        )
     return 0
 
 

@@ -49,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         entries.append({"label": label, "manifest": manifest, "wall": [], "cpu": [], "rss_growth_mib": 0.0})
     first = entries[0]["manifest"]
     factor = int(first.latent["scale_factor"])
-    latent = np.random.default_rng(0).standard_normal((1, int(first.latent["channels"]), size.height // factor, size.width // factor), dtype=np.float32)
+    latent = np.random.default_rng(0).standard_normal(
+        (1, int(first.latent["channels"]), size.height // factor, size.width // factor), dtype=np.float32
+    )
     profile = get_profile("cpu")
     for round_index in range(args.rounds):
         for entry in entries:
@@ -64,16 +66,28 @@ def main(argv: list[str] | None = None) -> int:
                 entry["wall"].append(time.perf_counter() - wall)
                 entry["cpu"].append((time.process_time() - cpu) / threads)
             entry["rss_growth_mib"] = max(entry["rss_growth_mib"], rss_mib() - before)
-            print(f"round {round_index + 1} {entry['label']:<8} {' '.join(f'{t:.3f}' for t in entry['wall'][-args.runs:])} s", file=sys.stderr)
+            print(
+                f"round {round_index + 1} {entry['label']:<8} {' '.join(f'{t:.3f}' for t in entry['wall'][-args.runs:])} s", file=sys.stderr
+            )
             del session
     base_wall, base_cpu = statistics.median(entries[0]["wall"]), statistics.median(entries[0]["cpu"])
     rows = []
     for entry in entries:
         decoder = entry["manifest"].decoder()
         wall, cpu = statistics.median(entry["wall"]), statistics.median(entry["cpu"])
-        rows.append({"label": entry["label"], "decoder": decoder["class"], "parameters": entry["manifest"].component("vae_decoder").get("parameters"),
-                     "median_wall_s": round(wall, 3), "wall_ratio": round(wall / base_wall, 3), "median_cpu_s": round(cpu, 3),
-                     "cpu_ratio": round(cpu / base_cpu, 3), "rss_growth_mib": round(entry["rss_growth_mib"]), "runs": len(entry["wall"])})
+        rows.append(
+            {
+                "label": entry["label"],
+                "decoder": decoder["class"],
+                "parameters": entry["manifest"].component("vae_decoder").get("parameters"),
+                "median_wall_s": round(wall, 3),
+                "wall_ratio": round(wall / base_wall, 3),
+                "median_cpu_s": round(cpu, 3),
+                "cpu_ratio": round(cpu / base_cpu, 3),
+                "rss_growth_mib": round(entry["rss_growth_mib"]),
+                "runs": len(entry["wall"]),
+            }
+        )
     if args.as_json:
         json.dump({"size": str(size), "rows": rows, "loadavg_at_end": os.getloadavg()}, sys.stdout, indent=2)
         sys.stdout.write("\n")

@@ -129,7 +129,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("packages", nargs="*", help="LABEL=PACKAGE_DIR")
     parser.add_argument("--variants", default="default,no-arena,no-mem-pattern,no-spin,extended,denormal-zero,iobinding")
-    parser.add_argument("--model", action="append", default=[], metavar="LABEL:VARIANT=FILE", help="an extra variant that opens FILE instead of LABEL's UNet")
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="LABEL:VARIANT=FILE",
+        help="an extra variant that opens FILE instead of LABEL's UNet",
+    )
     parser.add_argument("--size", default="512x512")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2)
@@ -176,8 +182,11 @@ def main(argv: list[str] | None = None) -> int:
                 record["cpu_s"] += measured["cpu_s"]
                 record["create_s"].append(measured["create_s"])
                 record["peak_rss_mib"] = max(record["peak_rss_mib"], measured["peak_rss_mib"])
-                print(f"round {round_index + 1} {label:<6} {variant:<16} wall {' '.join(f'{t:.2f}' for t in measured['wall_s'])} s"
-                      f"  cpu/thread {' '.join(f'{t:.2f}' for t in measured['cpu_s'])} s  peak {measured['peak_rss_mib']:.0f} MiB", file=sys.stderr)
+                print(
+                    f"round {round_index + 1} {label:<6} {variant:<16} wall {' '.join(f'{t:.2f}' for t in measured['wall_s'])} s"
+                    f"  cpu/thread {' '.join(f'{t:.2f}' for t in measured['cpu_s'])} s  peak {measured['peak_rss_mib']:.0f} MiB",
+                    file=sys.stderr,
+                )
         for label, variant, _ in cells:
             base = np.load(Path(tmp) / f"{label}-default.npy")
             out = np.load(Path(tmp) / f"{label}-{variant}.npy")
@@ -204,10 +213,14 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json_out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"UNet step, {args.size} batch {args.batch}, {args.rounds} rounds x {args.runs} runs per variant, one process per "
           f"(package, variant, round), interleaved; medians; ratios vs 'default' of the same package")
-    print(f"{'package':<8}{'variant':<18}{'wall s':>8}{'x':>7}{'cpu s':>8}{'x':>7}{'create s':>10}{'peak MiB':>10}{'x':>7}{'max|diff|':>11}")
+    print(
+        f"{'package':<8}{'variant':<18}{'wall s':>8}{'x':>7}{'cpu s':>8}{'x':>7}{'create s':>10}{'peak MiB':>10}{'x':>7}{'max|diff|':>11}"
+    )
     for r in rows:
-        print(f"{r['package']:<8}{r['variant']:<18}{r['median_wall_s']:>8.2f}{r['wall_ratio']:>7.3f}{r['median_cpu_s']:>8.2f}{r['cpu_ratio']:>7.3f}"
-              f"{r['create_s']:>10.1f}{r['peak_rss_mib']:>10.0f}{r['rss_ratio']:>7.3f}{r['max_abs_diff_vs_default']:>11.2e}")
+        print(
+            f"{r['package']:<8}{r['variant']:<18}{r['median_wall_s']:>8.2f}{r['wall_ratio']:>7.3f}{r['median_cpu_s']:>8.2f}{r['cpu_ratio']:>7.3f}"
+            f"{r['create_s']:>10.1f}{r['peak_rss_mib']:>10.0f}{r['rss_ratio']:>7.3f}{r['max_abs_diff_vs_default']:>11.2e}"
+        )
     return 0
 
 

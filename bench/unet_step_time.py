@@ -104,11 +104,20 @@ def main(argv: list[str] | None = None) -> int:
         median = statistics.median(entry["times"])
         nbytes = unet_bytes(entry["manifest"])
         precision = entry["manifest"].component("unet").get("precision", "?")
-        rows.append({
-            "label": entry["label"], "target": entry["target"], "precision": precision, "unet_mib": round(nbytes / 2**20, 1), "bytes_ratio": round(nbytes / base_bytes, 4),
-            "median_s": round(median, 3), "min_s": round(min(entry["times"]), 3), "time_ratio": round(median / base, 3),
-            "runs": len(entry["times"]), "rss_mib_after": round(entry["rss_mib"]),
-        })
+        rows.append(
+            {
+                "label": entry["label"],
+                "target": entry["target"],
+                "precision": precision,
+                "unet_mib": round(nbytes / 2**20, 1),
+                "bytes_ratio": round(nbytes / base_bytes, 4),
+                "median_s": round(median, 3),
+                "min_s": round(min(entry["times"]), 3),
+                "time_ratio": round(median / base, 3),
+                "runs": len(entry["times"]),
+                "rss_mib_after": round(entry["rss_mib"]),
+            }
+        )
     if args.as_json:
         json.dump({"size": str(size), "batch": args.batch, "rows": rows}, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -117,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.rounds} rounds x {args.runs} runs, median; ratios vs {entries[0]['label']}")
     print(f"{'label':<14}{'precision':<12}{'UNet MiB':>10}{'bytes':>8}{'median s':>10}{'min s':>8}{'time':>8}")
     for r in rows:
-        print(f"{r['label']:<14}{r['precision']:<12}{r['unet_mib']:>10.1f}{r['bytes_ratio']:>8.3f}{r['median_s']:>10.2f}{r['min_s']:>8.2f}{r['time_ratio']:>8.3f}")
+        print(
+            f"{r['label']:<14}{r['precision']:<12}{r['unet_mib']:>10.1f}{r['bytes_ratio']:>8.3f}{r['median_s']:>10.2f}{r['min_s']:>8.2f}{r['time_ratio']:>8.3f}"
+        )
     return 0
 
 

@@ -69,7 +69,6 @@ def component_specs(model, seed: int = 0) -> list[ComponentSpec]:
     """Specs for text encoder, UNet and VAE decoder of a loaded SourceModel."""
     te_cfg = model.text_encoder.config
     seq = int(model.tokenizer.model_max_length)
-    hidden = int(te_cfg.hidden_size)
     vocab = int(te_cfg.vocab_size)
     # out_channels: the latents; in_channels can be more (inpainting masks, coordinate planes).
     latent_channels = int(model.unet.config.out_channels)

@@ -5,9 +5,10 @@ to map a prompt's "on the left" to an object on the left when the input is pure 
 CoordConv finding: Liu et al. 2018, "An intriguing failing of convolutional neural networks
 and the CoordConv solution"). Our demo models drew the asked colour and shape wherever the
 noise put them and ignored the position word; with two constant planes, x and y in [-1, 1],
-appended to the input, a run learned to place the object (docs/demo-model.md, run D). The planes are made inside the UNet's graph from the latents' height
-and width, so an exported UNet keeps Stable Diffusion's three inputs and the runtime, the
-quantizer and every target need nothing new.
+appended to the input, a run learned to place the object (docs/demo-model.md, run D). The
+planes are made inside the UNet's graph from the latents' height and width, so an exported
+UNet keeps Stable Diffusion's three inputs and the runtime, the quantizer and every target
+need nothing new.
 
 A checkpoint says it wants them with one key in ``unet/config.json``
 (``"_nanoedge_coordinate_channels": 2``; diffusers keeps keys that start with ``_`` and passes

@@ -58,7 +58,9 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def export_package(source: str, output: "str | Path", options: ExportOptions | None = None, on_stage: StageCallback | None = None) -> Manifest:
+def export_package(
+    source: str, output: "str | Path", options: ExportOptions | None = None, on_stage: StageCallback | None = None
+) -> Manifest:
     """Export ``source`` to the package folder ``output`` and return its manifest.
 
     ``on_stage(name, info)`` is called as each stage starts and ends (the CLI prints them).
@@ -67,7 +69,6 @@ def export_package(source: str, output: "str | Path", options: ExportOptions | N
     options = options or ExportOptions()
     require("torch", "export")
     require("onnx", "export")
-    import torch
 
     from .components import component_specs
     from .onnx_io import export_component
@@ -154,8 +155,10 @@ def export_package(source: str, output: "str | Path", options: ExportOptions | N
                     graph_pass=graph_pass,
                 )
             except Exception as exc:
-                raise ExportError(f"exporting the {spec.name} to ONNX failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
-                                  hint="run with -v for the full error; try --exporter dynamo") from exc
+                raise ExportError(
+                    f"exporting the {spec.name} to ONNX failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+                    hint="run with -v for the full error; try --exporter dynamo",
+                ) from exc
             rewrites = None
             if target_profile is not None and static is not None:
                 from .npu_rewrites import fold_static_graph
@@ -168,7 +171,8 @@ def export_package(source: str, output: "str | Path", options: ExportOptions | N
             worst = max(checks, key=lambda c: c.max_abs_diff / max(c.allowed, 1e-30))
             if not all(c.ok for c in checks):
                 raise ExportError(
-                    f"{spec.name}: ONNX output differs from PyTorch by {worst.max_abs_diff:.3g} (allowed {worst.allowed:.3g}) on {worst.shape}",
+                    f"{spec.name}: ONNX output differs from PyTorch by "
+                    f"{worst.max_abs_diff:.3g} (allowed {worst.allowed:.3g}) on {worst.shape}",
                     hint="the export is wrong for this model; report it with -v output, or loosen --tolerance if you accept the drift",
                 )
             (model_file.parent / "config.json").write_text(json.dumps(_jsonable(spec.config), indent=2) + "\n")
@@ -179,7 +183,11 @@ def export_package(source: str, output: "str | Path", options: ExportOptions | N
                 "parameters": spec.parameters,
                 "inputs": _io_description(model_file, "inputs"),
                 "outputs": _io_description(model_file, "outputs"),
-                "verification": {"max_abs_diff": worst.max_abs_diff, "tolerance": options.tolerance, "checks": [c.as_dict() for c in checks]},
+                "verification": {
+                    "max_abs_diff": worst.max_abs_diff,
+                    "tolerance": options.tolerance,
+                    "checks": [c.as_dict() for c in checks],
+                },
                 "export_seconds": round(export_seconds, 2),
             }
             if spec.name == "vae_decoder":
@@ -191,7 +199,9 @@ def export_package(source: str, output: "str | Path", options: ExportOptions | N
                 # com.microsoft.MultiHeadAttention: CPU and CUDA providers only (docs/speed.md)
                 entry["fused_attention"] = fused[0]
             manifest.set_component(spec.name, entry)
-            notify(f"export:{spec.name}:done", {"max_abs_diff": worst.max_abs_diff, "seconds": export_seconds, "parameters": spec.parameters})
+            notify(
+                f"export:{spec.name}:done", {"max_abs_diff": worst.max_abs_diff, "seconds": export_seconds, "parameters": spec.parameters}
+            )
             del spec.module
             gc.collect()
 
@@ -200,7 +210,9 @@ def export_package(source: str, output: "str | Path", options: ExportOptions | N
         scheduler_dir = stage / "scheduler"
         scheduler_dir.mkdir()
         (scheduler_dir / "scheduler_config.json").write_text(json.dumps(model.scheduler_config, indent=2) + "\n")
-        manifest.set_section("scheduler", {"config": "scheduler/scheduler_config.json", "default": _scheduler_short_name(model.scheduler_config)})
+        manifest.set_section(
+            "scheduler", {"config": "scheduler/scheduler_config.json", "default": _scheduler_short_name(model.scheduler_config)}
+        )
         manifest.set_section("latent", {
             "channels": int(model.unet.config.out_channels),
             "scale_factor": factor,
@@ -218,12 +230,17 @@ def export_package(source: str, output: "str | Path", options: ExportOptions | N
             "static_batch": options.batch if static else None,
             "output": [str(s) for s in options.output_sizes],
         })
-        manifest.set_section("defaults", {
-            "size": str(default_size),
-            "steps": int(options.default_steps or model.defaults.get("steps", DEFAULT_STEPS)),
-            "guidance": float(options.default_guidance if options.default_guidance is not None else model.defaults.get("guidance", DEFAULT_GUIDANCE)),
-            "scheduler": None,
-        })
+        manifest.set_section(
+            "defaults",
+            {
+                "size": str(default_size),
+                "steps": int(options.default_steps or model.defaults.get("steps", DEFAULT_STEPS)),
+                "guidance": float(
+                    options.default_guidance if options.default_guidance is not None else model.defaults.get("guidance", DEFAULT_GUIDANCE)
+                ),
+                "scheduler": None,
+            },
+        )
         manifest.set_section("provenance", {
             **model.provenance,
             "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -245,8 +262,14 @@ def export_package(source: str, output: "str | Path", options: ExportOptions | N
 
 
 def _scheduler_short_name(config: dict[str, Any]) -> str:
-    names = {"PNDMScheduler": "pndm", "DDIMScheduler": "ddim", "EulerDiscreteScheduler": "euler", "EulerAncestralDiscreteScheduler": "euler_a",
-             "DPMSolverMultistepScheduler": "dpmpp_2m", "LCMScheduler": "lcm"}
+    names = {
+        "PNDMScheduler": "pndm",
+        "DDIMScheduler": "ddim",
+        "EulerDiscreteScheduler": "euler",
+        "EulerAncestralDiscreteScheduler": "euler_a",
+        "DPMSolverMultistepScheduler": "dpmpp_2m",
+        "LCMScheduler": "lcm",
+    }
     return names.get(config.get("_class_name", "PNDMScheduler"), "pndm")
 
 

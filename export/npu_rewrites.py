@@ -44,7 +44,9 @@ def fold_static_graph(model_file: Path, external_data: bool) -> dict[str, int]:
     if data_file.exists():
         data_file.unlink()
     if external_data:
-        onnx.save_model(model, str(model_file), save_as_external_data=True, all_tensors_to_one_file=True, location=data_file.name, size_threshold=1024)
+        onnx.save_model(
+            model, str(model_file), save_as_external_data=True, all_tensors_to_one_file=True, location=data_file.name, size_threshold=1024
+        )
     else:
         onnx.save_model(model, str(model_file))
     after = collections.Counter(n.op_type for n in model.graph.node)

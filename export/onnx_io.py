@@ -77,7 +77,9 @@ def export_component(
             out_file.unlink()
         data_name = out_file.name + EXTERNAL_DATA_SUFFIX
         if use_external:
-            onnx.save_model(model, str(out_file), save_as_external_data=True, all_tensors_to_one_file=True, location=data_name, size_threshold=1024)
+            onnx.save_model(
+                model, str(out_file), save_as_external_data=True, all_tensors_to_one_file=True, location=data_name, size_threshold=1024
+            )
             written = [out_file, out_file.parent / data_name]
         else:
             onnx.save_model(model, str(out_file))

@@ -264,8 +264,10 @@ def _load_tokenizer(transformers, location: str):
 def _load_preset(name: str, seed: int) -> SourceModel:
     preset = load_preset(name)
     if preset.get("kind") == "decoder":
-        raise InvalidRequestError(f"preset:{name} is a VAE decoder, not a whole model",
-                                  hint=f"export a model and swap its decoder: nanoedge export preset:bk-sdm-tiny --vae-decoder preset:{name} -o OUT")
+        raise InvalidRequestError(
+            f"preset:{name} is a VAE decoder, not a whole model",
+            hint=f"export a model and swap its decoder: nanoedge export preset:bk-sdm-tiny --vae-decoder preset:{name} -o OUT",
+        )
     _quiet_libraries()
     diffusers = require("diffusers", "export")
     transformers = require("transformers", "export")

@@ -28,7 +28,12 @@ class Check:
         return self.max_abs_diff <= self.allowed
 
     def as_dict(self) -> dict:
-        return {"inputs": self.shape, "max_abs_diff": self.max_abs_diff, "reference_max_abs": self.reference_max_abs, "allowed": self.allowed}
+        return {
+            "inputs": self.shape,
+            "max_abs_diff": self.max_abs_diff,
+            "reference_max_abs": self.reference_max_abs,
+            "allowed": self.allowed,
+        }
 
 
 def check_component(spec: ComponentSpec, model_file: Path, inputs: tuple[torch.Tensor, ...], tolerance: float) -> Check:

@@ -212,7 +212,9 @@ class _Quantizer:
         if root.exists() and any(root.iterdir()):
             marker = root / "meta.json"
             if not marker.is_file():
-                raise InvalidRequestError(f"--calibration-dir '{root}' is not empty and holds no nanoedge trajectories", hint="give an empty or new folder")
+                raise InvalidRequestError(
+                    f"--calibration-dir '{root}' is not empty and holds no nanoedge trajectories", hint="give an empty or new folder"
+                )
             if json.loads(marker.read_text()) == meta:
                 log.info("reusing recorded trajectories in %s", root)
                 self.store = TrajectoryStore(root)
@@ -222,8 +224,19 @@ class _Quantizer:
         store = TrajectoryStore(root)
         pipe = Pipeline.load(self.source.root, threads=self.options.threads)
         try:
-            record_trajectories(pipe, self.calibration_prompts, store, CALIBRATION, self.settings, progress=self.stage("recording calibration trajectories"))
-            record_trajectories(pipe, self.eval_prompts, store, EVALUATION, self.settings, keep_outputs=True, keep_images=True, progress=self.stage("recording FP32 references"))
+            record_trajectories(
+                pipe, self.calibration_prompts, store, CALIBRATION, self.settings, progress=self.stage("recording calibration trajectories")
+            )
+            record_trajectories(
+                pipe,
+                self.eval_prompts,
+                store,
+                EVALUATION,
+                self.settings,
+                keep_outputs=True,
+                keep_images=True,
+                progress=self.stage("recording FP32 references"),
+            )
         finally:
             del pipe
             gc.collect()
@@ -249,7 +262,14 @@ class _Quantizer:
             assert self.store is not None
             tensors = [t for n in nodes for t in n.tensors]
             calls = self.store.calls(CALIBRATION, name)
-            component.ranges = collect_ranges(pre, tensors, self.store.iter_inputs(CALIBRATION, name, calls), len(calls), self.options.threads, self.stage(f"calibrating {name} ranges"))
+            component.ranges = collect_ranges(
+                pre,
+                tensors,
+                self.store.iter_inputs(CALIBRATION, name, calls),
+                len(calls),
+                self.options.threads,
+                self.stage(f"calibrating {name} ranges"),
+            )
             component.ranges_file = write_calibration_cache(component.ranges, folder / "ranges.json")
             bad = unrepresentable(component.ranges)
             for node in nodes:
@@ -296,7 +316,10 @@ class _Quantizer:
             if name in self.components:
                 c = self.components[name]
                 floats = [{"node": n, "reason": r} for n, r in sorted(c.auto_float.items())]
-                floats += [{"node": n, "reason": "sensitivity", "nmse": nmse.get((name, n))} for n in sorted(keep.get(name, frozenset()) - set(c.auto_float))]
+                floats += [
+                    {"node": n, "reason": "sensitivity", "nmse": nmse.get((name, n))}
+                    for n in sorted(keep.get(name, frozenset()) - set(c.auto_float))
+                ]
                 entry.update({"quantizable_nodes": len(c.nodes), "float_nodes": floats})
             components[name] = entry
         return {
@@ -383,7 +406,9 @@ def _attempt_record(label: str, report: dict[str, Any], missed: list[str], float
     }
 
 
-def quantize_package(source: "str | Path", output: "str | Path", options: QuantizeOptions | None = None, progress: ProgressCallback | None = None) -> QuantizeResult:
+def quantize_package(
+    source: "str | Path", output: "str | Path", options: QuantizeOptions | None = None, progress: ProgressCallback | None = None
+) -> QuantizeResult:
     """Quantize the FP32 package ``source`` into a new package ``output``.
 
     Raises :class:`GateMissed` (exit code 6) when no candidate reaches the gate; in that case
@@ -413,7 +438,9 @@ def quantize_package(source: "str | Path", output: "str | Path", options: Quanti
         _warn_cpu_scheme_for_npu(source_manifest, job.schemes)
         _warn_fused_attention_for_npu(source_manifest, job.schemes)
         if all(s == "fp32" for s in job.schemes.values()):
-            raise InvalidRequestError("every component is set to fp32: nothing to quantize", hint="choose a scheme for at least one component")
+            raise InvalidRequestError(
+                "every component is set to fp32: nothing to quantize", hint="choose a scheme for at least one component"
+            )
         job.record()
         for name in COMPONENTS:
             if job.schemes[name] != "fp32":
@@ -461,7 +488,9 @@ def quantize_package(source: "str | Path", output: "str | Path", options: Quanti
         assert candidate.root is not None
         candidate.update_quantization(report=report, attempts=attempts, seconds=round(time.perf_counter() - started, 1))
         if ranking:
-            candidate.update_quantization(sensitivity={"metric": "local NMSE of each node quantized alone", "top": [r.as_dict() for r in ranking[:20]]})
+            candidate.update_quantization(
+                sensitivity={"metric": "local NMSE of each node quantized alone", "top": [r.as_dict() for r in ranking[:20]]}
+            )
         candidate.write(candidate.root)
         with staged_directory(output, overwrite=options.overwrite) as stage:
             for entry in candidate.root.iterdir():

@@ -12,7 +12,6 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from nanoedge.core.manifest import Manifest
 
@@ -37,7 +36,15 @@ def save_model(model, path: Path, external: bool) -> list[Path]:
         if stale.exists():
             stale.unlink()
     if external:
-        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=data.name, size_threshold=1024, convert_attribute=False)
+        onnx.save_model(
+            model,
+            str(path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=data.name,
+            size_threshold=1024,
+            convert_attribute=False,
+        )
     else:
         onnx.save_model(model, str(path))
     written = [p for p in (path, data) if p.exists()]
@@ -91,16 +98,29 @@ def preprocess(source: Path, target: Path, qnn: bool = False) -> Path:
         from onnxruntime.quantization.execution_providers.qnn import qnn_preprocess_model
 
         fused = target.with_name("qnn-" + target.name)
-        if qnn_preprocess_model(str(source), str(fused), save_as_external_data=True, all_tensors_to_one_file=True, external_data_location=fused.name + EXTERNAL_SUFFIX):
+        if qnn_preprocess_model(
+            str(source),
+            str(fused),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            external_data_location=fused.name + EXTERNAL_SUFFIX,
+        ):
             source = fused
     common = {"save_as_external_data": True, "all_tensors_to_one_file": True, "external_data_location": target.name + EXTERNAL_SUFFIX}
     quant_pre_process(str(source), str(target), skip_symbolic_shape=True, **common)
     untyped = untyped_outputs(load_model(target, weights=False))
     if untyped:
-        log.info("%s: %d tensors untyped after ONNX shape inference (e.g. %s): running symbolic shape inference", source.name, len(untyped), untyped[0])
+        log.info(
+            "%s: %d tensors untyped after ONNX shape inference (e.g. %s): running symbolic shape inference",
+            source.name,
+            len(untyped),
+            untyped[0],
+        )
         symbolic = target.with_name("symbolic-" + target.name)
         try:
-            quant_pre_process(str(source), str(symbolic), auto_merge=True, **{**common, "external_data_location": symbolic.name + EXTERNAL_SUFFIX})
+            quant_pre_process(
+                str(source), str(symbolic), auto_merge=True, **{**common, "external_data_location": symbolic.name + EXTERNAL_SUFFIX}
+            )
         except Exception as exc:  # onnxruntime raises bare Exception here
             log.info("symbolic shape inference failed (%s); keeping ONNX shape inference", exc)
         else:
@@ -205,7 +225,10 @@ def quantizable_nodes(model, recipe) -> list[QuantNode]:
             if not name:
                 continue
             if name in initializers:
-                if initializers[name].data_type == onnx.TensorProto.FLOAT and weight_axis(node, slot, len(initializers[name].dims)) is not False:
+                if (
+                    initializers[name].data_type == onnx.TensorProto.FLOAT
+                    and weight_axis(node, slot, len(initializers[name].dims)) is not False
+                ):
                     weights.append((slot, name))
             elif types.get(name) == onnx.TensorProto.FLOAT:
                 acts.append(name)

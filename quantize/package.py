@@ -28,7 +28,9 @@ def write_component(model_path: Path, folder: Path, external: bool) -> list[Path
     return save_model(model, folder / "model.onnx", external=external)
 
 
-def assemble(source: Manifest, root: Path, quantized_files: dict[str, Path], quantization: dict[str, Any], precisions: dict[str, str]) -> Manifest:
+def assemble(
+    source: Manifest, root: Path, quantized_files: dict[str, Path], quantization: dict[str, Any], precisions: dict[str, str]
+) -> Manifest:
     """Write a complete package into ``root`` (an empty folder) and return its manifest.
 
     ``quantized_files[name]`` is the folder holding a quantized component's files (written

@@ -43,7 +43,8 @@ def split_prompts(prompts: list[str], calibration: int, evaluation: int) -> tupl
         raise InvalidRequestError("at least one calibration prompt and one held-out prompt are needed")
     if calibration + evaluation > len(prompts):
         raise InvalidRequestError(
-            f"{calibration} calibration + {evaluation} held-out prompts need {calibration + evaluation} prompts, the file has {len(prompts)}",
+            f"{calibration} calibration + {evaluation} held-out prompts need "
+            f"{calibration + evaluation} prompts, the file has {len(prompts)}",
             hint="pass fewer with --calibration-prompts / --eval-prompts, or a longer --prompts file",
         )
     return prompts[:calibration], prompts[len(prompts) - evaluation :]

@@ -166,7 +166,9 @@ def recipe_for(scheme: str, weight_type: str = "auto", calibration: str = "minma
     return replace(base, weight_type=chosen, weight_symmetric=chosen == "int8", reduce_range=reduce)
 
 
-def quantize_model(recipe: Recipe, source: Path, target: Path, ranges_file: Path | None, nodes: Sequence[str], float_nodes: Sequence[str] = ()) -> Path:
+def quantize_model(
+    recipe: Recipe, source: Path, target: Path, ranges_file: Path | None, nodes: Sequence[str], float_nodes: Sequence[str] = ()
+) -> Path:
     """Quantize the nodes named in ``nodes`` of the (pre-processed) model ``source`` into ``target``.
 
     The caller lists the nodes explicitly (all quantizable nodes minus those mixed precision
@@ -310,9 +312,8 @@ def _qnn_options(recipe: Recipe, source: Path, qtypes: dict) -> tuple[list[str],
     unused), so just the per-tensor overrides and options that make HTP accept the graph are
     taken over.
     """
-    from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config
-
     import onnx
+    from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config
 
     graph = onnx.load(str(source), load_external_data=False).graph
     wide = sixteen_bit_tensors(graph, recipe.sixteen_bit)
@@ -361,7 +362,11 @@ def sixteen_bit_tensors(graph, rules: "tuple[str, ...]") -> list[str]:
         chosen += [i.name for i in graph.input if i.name not in inits] + [o.name for o in graph.output]
     if "residual" in rules:
         for node in graph.node:
-            if node.op_type == "Add" and len(node.input) == 2 and all(i in producers and i not in inits and producers[i].op_type not in ("Constant",) for i in node.input):
+            if (
+                node.op_type == "Add"
+                and len(node.input) == 2
+                and all(i in producers and i not in inits and producers[i].op_type not in ("Constant",) for i in node.input)
+            ):
                 chosen.append(node.output[0])
     if "softmax" in rules:
         for node in graph.node:

@@ -37,7 +37,9 @@ def _finite(value: float) -> float | None:
 
 def component_bytes(manifest: Manifest, component: str) -> int:
     files = manifest.files
-    return sum(int(files.get(rel, {}).get("bytes", 0)) for rel in manifest.component(component).get("files", []) if not rel.endswith(".json"))
+    return sum(
+        int(files.get(rel, {}).get("bytes", 0)) for rel in manifest.component(component).get("files", []) if not rel.endswith(".json")
+    )
 
 
 def package_bytes(manifest: Manifest) -> int:
@@ -62,7 +64,9 @@ def size_figures(quantized: Manifest, source: Manifest) -> dict[str, Any]:
     return figures
 
 
-def component_figures(pipe, store: TrajectoryStore, component: str, max_calls: int, responsiveness: Responsiveness | None, progress: Progress | None = None) -> dict[str, Any]:
+def component_figures(
+    pipe, store: TrajectoryStore, component: str, max_calls: int, responsiveness: Responsiveness | None, progress: Progress | None = None
+) -> dict[str, Any]:
     """Cosine/PSNR of one component on held-out calls (and responsiveness for the UNet)."""
     session = pipe.sessions[component]
     calls = store.calls(EVALUATION, component)
@@ -80,10 +84,17 @@ def component_figures(pipe, store: TrajectoryStore, component: str, max_calls: i
             responsiveness.add(reference, output)
         if progress is not None:
             progress(index + 1, len(groups))
-    return {"cosine": _finite(running.cosine()), "psnr_db": _finite(running.psnr()), "identical": running.err_sq == 0, "samples": running.calls}
+    return {
+        "cosine": _finite(running.cosine()),
+        "psnr_db": _finite(running.psnr()),
+        "identical": running.err_sq == 0,
+        "samples": running.calls,
+    }
 
 
-def end_to_end_figures(pipe, store: TrajectoryStore, prompts: Sequence[str], settings: CalibrationSettings, scratch: Path, progress: Progress | None = None) -> dict[str, Any]:
+def end_to_end_figures(
+    pipe, store: TrajectoryStore, prompts: Sequence[str], settings: CalibrationSettings, scratch: Path, progress: Progress | None = None
+) -> dict[str, Any]:
     """Image PSNR of the quantized package against the FP32 images of the same prompts and seeds."""
     reference = store.images(EVALUATION)
     images_store = TrajectoryStore(scratch)

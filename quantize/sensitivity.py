@@ -40,7 +40,13 @@ class NodeSensitivity:
     weight_bytes: int
 
     def as_dict(self) -> dict:
-        return {"component": self.component, "node": self.node, "op_type": self.op_type, "nmse": self.nmse, "weight_bytes": self.weight_bytes}
+        return {
+            "component": self.component,
+            "node": self.node,
+            "op_type": self.op_type,
+            "nmse": self.nmse,
+            "weight_bytes": self.weight_bytes,
+        }
 
 
 class _ProbeBuilder:
@@ -164,10 +170,20 @@ def build_probe(model_path: Path, nodes: list[QuantNode], recipe: Recipe, ranges
     model.graph.initializer.extend(builder.new_inits)
     del model.graph.output[:]
     for err, ref in pairs:
-        model.graph.output.extend([helper.make_tensor_value_info(err, onnx.TensorProto.FLOAT, []), helper.make_tensor_value_info(ref, onnx.TensorProto.FLOAT, [])])
+        model.graph.output.extend(
+            [helper.make_tensor_value_info(err, onnx.TensorProto.FLOAT, []), helper.make_tensor_value_info(ref, onnx.TensorProto.FLOAT, [])]
+        )
     probe = model_path.with_name("sensitivity-probe.onnx")
     # Only the new fake-quantized weights are written; the originals stay in the shared file.
-    onnx.save_model(model, str(probe), save_as_external_data=True, all_tensors_to_one_file=True, location=probe.name + "_data", size_threshold=1024, convert_attribute=False)
+    onnx.save_model(
+        model,
+        str(probe),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=probe.name + "_data",
+        size_threshold=1024,
+        convert_attribute=False,
+    )
     return probe, pairs
 
 

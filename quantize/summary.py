@@ -32,7 +32,8 @@ def format_report(report: dict[str, Any]) -> list[str]:
         cos = figures.get("cosine")
         lines.append(
             f"{name:<14}{figures.get('scheme', '?'):<13}{(f'{cos:.5f}' if cos is not None else 'n/a'):>10}"
-            f"{_db(figures.get('psnr_db'), figures.get('identical', False)):>10}{_mib(comp_size.get('bytes')):>12}{_ratio(comp_size.get('ratio')):>9}"
+            f"{_db(figures.get('psnr_db'), figures.get('identical', False)):>10}"
+            f"{_mib(comp_size.get('bytes')):>12}{_ratio(comp_size.get('ratio')):>9}"
         )
     e2e = report.get("end_to_end", {})
     resp = report.get("responsiveness", {})
@@ -69,13 +70,17 @@ def describe_quantization(quantization: dict[str, Any]) -> list[str]:
             continue
         acts = f"{recipe.get('activation_type')} activations" if recipe.get("kind") == "static" else (
             "dynamic uint8 activations" if recipe.get("kind") == "dynamic" else "float activations")
-        weights = f"{recipe.get('weight_type')} weights{' per channel' if recipe.get('per_channel') else ''}{' (7-bit)' if recipe.get('reduce_range') else ''}"
+        weights = (
+            f"{recipe.get('weight_type')} "
+            f"weights{' per channel' if recipe.get('per_channel') else ''}{' (7-bit)' if recipe.get('reduce_range') else ''}"
+        )
         kept = len(c.get("float_nodes", []))
         lines.append(f"  {name:<13}{recipe.get('kind')}: {weights}, {acts}; {kept} of {c.get('quantizable_nodes', '?')} nodes kept float")
     cal = quantization.get("calibration", {})
     settings = cal.get("settings", {})
     lines.append(
-        f"calibration {cal.get('prompts', '?')} prompts ({cal.get('prompts_file', '?')}) at {settings.get('size')}, {settings.get('steps')} steps, "
+        f"calibration {cal.get('prompts', '?')} prompts ({cal.get('prompts_file', '?')}) "
+        f"at {settings.get('size')}, {settings.get('steps')} steps, "
         f"guidance {settings.get('guidance')}; report on {cal.get('held_out_prompts', '?')} held-out prompts"
     )
     gate = quantization.get("gate", {})

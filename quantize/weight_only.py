@@ -63,7 +63,13 @@ def quantize_weights_only(source: Path, target: Path, recipe: Recipe, nodes: "se
         ])
         attrs = {"axis": axis} if per_axis else {}
         new_nodes.append(
-            helper.make_node("DequantizeLinear", [f"{name}_quantized", f"{name}_scale", f"{name}_zero_point"], [name], name=f"{name}_DequantizeLinear", **attrs)
+            helper.make_node(
+                "DequantizeLinear",
+                [f"{name}_quantized", f"{name}_scale", f"{name}_zero_point"],
+                [name],
+                name=f"{name}_DequantizeLinear",
+                **attrs,
+            )
         )
         converted += 1
     # The DequantizeLinear nodes read only initializers: put them first to keep topological order.

@@ -92,7 +92,9 @@ def run_benchmark(
     started = time.perf_counter()
     pipe = Pipeline.load(package, target=target, threads=threads)
     load_s = time.perf_counter() - started
-    request = pipe.resolve(GenerationRequest("a photo of a red fox in the snow", seed=0, size=size, steps=steps, guidance=guidance, scheduler=scheduler))
+    request = pipe.resolve(
+        GenerationRequest("a photo of a red fox in the snow", seed=0, size=size, steps=steps, guidance=guidance, scheduler=scheduler)
+    )
     te, unet, vae, image = [], [], [], []
     for index in range(warmup + repeats):
         pipe.clear_caches()  # the text encoder must really run each time

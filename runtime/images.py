@@ -15,7 +15,9 @@ def decoded_to_pil(decoded: np.ndarray, output_size: Size | None = None) -> list
     images = [Image.fromarray(p) for p in pixels]
     if output_size is not None:
         images = [
-            img if img.size == (output_size.width, output_size.height) else img.resize((output_size.width, output_size.height), Image.LANCZOS)
+            img
+            if img.size == (output_size.width, output_size.height)
+            else img.resize((output_size.width, output_size.height), Image.LANCZOS)
             for img in images
         ]
     return images

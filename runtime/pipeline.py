@@ -170,7 +170,12 @@ class Pipeline:
         if not 1 <= steps <= MAX_STEPS:
             raise InvalidRequestError(f"steps must be between 1 and {MAX_STEPS}, got {steps}", param="steps")
         guidance = request.guidance if request.guidance is not None else defaults.get("guidance", DEFAULT_GUIDANCE)
-        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not np.isfinite(guidance) or not 0 <= guidance <= MAX_GUIDANCE:
+        if (
+            isinstance(guidance, bool)
+            or not isinstance(guidance, (int, float))
+            or not np.isfinite(guidance)
+            or not 0 <= guidance <= MAX_GUIDANCE
+        ):
             raise InvalidRequestError(f"guidance must be a number between 0 and {MAX_GUIDANCE:g}, got {guidance!r}", param="guidance")
         scheduler = (request.scheduler or self.manifest.default_scheduler or "").strip().lower() or None
         try:
@@ -293,7 +298,9 @@ class Pipeline:
         results, offset = [], 0
         for r in resolved:  # each request gets its own output size (resizing is per request)
             images = decoded_to_pil(decoded[offset : offset + r.n], r.output_size)
-            results.append(GenerationResult(images=images, request=r, truncated_prompt=any(truncated[offset : offset + r.n]), timings=dict(timings)))
+            results.append(
+                GenerationResult(images=images, request=r, truncated_prompt=any(truncated[offset : offset + r.n]), timings=dict(timings))
+            )
             offset += r.n
         return results
 

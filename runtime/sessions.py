@@ -14,10 +14,9 @@ import gc
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from nanoedge.core.manifest import COMPONENTS, Manifest
 from nanoedge.targets import create_session
 from nanoedge.targets.profiles import TargetProfile
-
-from nanoedge.core.manifest import COMPONENTS, Manifest
 
 #: onnxruntime run option that frees arena chunks the run no longer uses (CPU arena only).
 _SHRINK_CPU_ARENA = ("memory.enable_memory_arena_shrinkage", "cpu:0")

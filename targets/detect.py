@@ -47,7 +47,10 @@ def detect(profile: TargetProfile) -> TargetStatus:
         simulated = profile.plugin == "onnxruntime_qnn" and os.uname().machine in ("x86_64", "AMD64")
         note = " (x86-64 HTP simulator)" if simulated else ""
         return TargetStatus(
-            True, f"{profile.accelerator} from {profile.plugin}{note}, devices: {', '.join(kinds)}", providers=(profile.accelerator,), simulated=simulated
+            True,
+            f"{profile.accelerator} from {profile.plugin}{note}, devices: {', '.join(kinds)}",
+            providers=(profile.accelerator,),
+            simulated=simulated,
         )
     if profile.name == "jetson" and not _is_jetson():
         return TargetStatus(False, "not a Jetson device (no /etc/nv_tegra_release)", "use target cuda on other NVIDIA GPUs")

@@ -17,8 +17,8 @@ import sys
 import threading
 from typing import Iterator
 
-from nanoedge.core.errors import InvalidRequestError
 from nanoedge.core import settings
+from nanoedge.core.errors import InvalidRequestError
 from nanoedge.core.settings import cache_dir
 
 from .profiles import TargetProfile

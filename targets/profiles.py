@@ -146,7 +146,13 @@ _PROFILES: dict[str, TargetProfile] = {
             name="coreml",
             description="Apple Neural Engine / GPU through the Core ML execution provider",
             providers=("CoreMLExecutionProvider", "CPUExecutionProvider"),
-            provider_options={"CoreMLExecutionProvider": {"ModelFormat": "MLProgram", "MLComputeUnits": "ALL", "ModelCacheDirectory": "{cache_dir}/coreml"}},
+            provider_options={
+                "CoreMLExecutionProvider": {
+                    "ModelFormat": "MLProgram",
+                    "MLComputeUnits": "ALL",
+                    "ModelCacheDirectory": "{cache_dir}/coreml",
+                }
+            },
             needs_static_shapes=True,
             schemes=("fp32", "fp16"),
             pip_package="onnxruntime (macOS wheels include Core ML)",

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nanoedge.core.errors import NanoedgeError, PackageError, TargetUnavailableError
 from nanoedge.core import settings
+from nanoedge.core.errors import NanoedgeError, PackageError, TargetUnavailableError
 from nanoedge.core.settings import cache_dir
 
 from .profiles import TargetProfile

@@ -48,7 +48,9 @@ def test_default_export_fuses_unet_and_decoder_attention(tiny_package):
     unet_ops = _ops(tiny_package / "unet" / "model.onnx")
     assert manifest["components"]["unet"]["fused_attention"] == unet_ops["MultiHeadAttention"] > 0
     assert unet_ops["Softmax"] == 0, "every UNet attention should be fused"
-    assert _ops(tiny_package / "vae_decoder" / "model.onnx")["MultiHeadAttention"] == manifest["components"]["vae_decoder"]["fused_attention"]
+    assert (
+        _ops(tiny_package / "vae_decoder" / "model.onnx")["MultiHeadAttention"] == manifest["components"]["vae_decoder"]["fused_attention"]
+    )
     # the text encoder's causal attention has a mask, which this pass leaves alone
     assert "fused_attention" not in manifest["components"]["text_encoder"]
 
@@ -82,7 +84,9 @@ def test_a_chain_whose_scores_are_used_elsewhere_is_left_alone(unfused_package):
 
 def test_fused_graph_has_no_dangling_inputs(tiny_package):
     model = onnx.load(str(tiny_package / "unet" / "model.onnx"), load_external_data=False)
-    produced = {o for n in model.graph.node for o in n.output} | {i.name for i in model.graph.input} | {i.name for i in model.graph.initializer}
+    produced = (
+        {o for n in model.graph.node for o in n.output} | {i.name for i in model.graph.input} | {i.name for i in model.graph.initializer}
+    )
     assert all(name in produced for n in model.graph.node for name in n.input if name)
     assert any(op.domain == "com.microsoft" for op in model.opset_import)
 

@@ -90,7 +90,11 @@ def test_charts_write_png(tmp_path: Path):
     from PIL import Image
 
     bar_chart([{"title": "t", "unit": "s", "bars": [("a", 2.0, 1.0, 3.0), ("b", None, None, None)]}], tmp_path / "bar.png", "title")
-    line_chart([{"title": "t", "xlabel": "x", "unit": "s", "series": {"a": [(1, 1.0), (2, 3.0)], "b": [(1, None)]}}], tmp_path / "line.png", "title")
+    line_chart(
+        [{"title": "t", "xlabel": "x", "unit": "s", "series": {"a": [(1, 1.0), (2, 3.0)], "b": [(1, None)]}}],
+        tmp_path / "line.png",
+        "title",
+    )
     for name in ("bar.png", "line.png"):
         with Image.open(tmp_path / name) as img:
             assert img.size[0] > 100 and img.size[1] > 100

@@ -33,7 +33,9 @@ def test_wrong_prompts_score_near_zero():
         return options[(scene.cx + scene.cy) % len(options)]
 
     accuracy = _accuracy(
-        lambda s: canonical_caption(other(list(COLOURS), s.colour, s), other(list(SHAPES), s.shape, s), other(list(POSITIONS), s.position, s))
+        lambda s: canonical_caption(
+            other(list(COLOURS), s.colour, s), other(list(SHAPES), s.shape, s), other(list(POSITIONS), s.position, s)
+        )
     )
     assert max(accuracy.values()) <= 0.01, accuracy
 

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import run_cli
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT = ROOT / "models" / "demo-checkpoint"
@@ -25,8 +24,8 @@ def _env_without_default() -> dict:
 
 
 def test_default_package_ships_with_served_sizes():
-    from nanoedge.runtime.default_model import default_package_path
     from nanoedge.core.manifest import Manifest
+    from nanoedge.runtime.default_model import default_package_path
 
     if "NANOEDGE_DEFAULT_MODEL" not in os.environ:
         assert default_package_path() == DEFAULT
@@ -59,8 +58,8 @@ def test_fresh_export_of_the_shipped_checkpoint_matches_the_shipped_package(tmp_
     pytest.importorskip("torch")
     import onnxruntime as ort
 
-    from nanoedge.export import ExportOptions, export_package
     from nanoedge.core.manifest import Manifest
+    from nanoedge.export import ExportOptions, export_package
 
     shipped = Manifest.load(DEFAULT)
     fresh = export_package(str(CHECKPOINT), tmp_path / "fresh", ExportOptions(model_id=shipped.id))
@@ -80,7 +79,9 @@ def test_generate_without_a_model_uses_the_demo_model_and_draws_the_prompt(tmp_p
     from nanoedge.runtime.demo.judge import judge_image
 
     prompt = "a red circle on the left"
-    proc = run_cli("generate", prompt, "-o", str(tmp_path / "img.png"), "--seed", "0", "--n", "4", "--json", env=_env_without_default(), cwd=tmp_path)
+    proc = run_cli(
+        "generate", prompt, "-o", str(tmp_path / "img.png"), "--seed", "0", "--n", "4", "--json", env=_env_without_default(), cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["size"] == "64x64" and summary["model"] == "nanoedge-demo"

@@ -255,7 +255,9 @@ def test_later_phases_in_one_run_equal_a_chain_of_init_from_runs(tmp_path):
     quiet = {"report": lambda *_: None, "previews": False}
     one_run = train_demo(tmp_path / "one", dataclasses.replace(base, later_phases="2:5e-4:1:epsilon"), vae_from=shipped, **quiet)
     first = train_demo(tmp_path / "first", base, vae_from=shipped, **quiet)
-    second = train_demo(tmp_path / "second", dataclasses.replace(base, unet_lr=5e-4, timestep_power=1.0, v_weighting="epsilon"), init_from=first, **quiet)
+    second = train_demo(
+        tmp_path / "second", dataclasses.replace(base, unet_lr=5e-4, timestep_power=1.0, v_weighting="epsilon"), init_from=first, **quiet
+    )
     straight = train_demo(tmp_path / "straight", dataclasses.replace(base, unet_steps=4), vae_from=shipped, **quiet)
     weights = {name: load_file(str(folder / "unet" / "diffusion_pytorch_model.safetensors")) for name, folder in
                {"one": one_run, "chain": second, "straight": straight}.items()}
@@ -269,7 +271,9 @@ def test_later_phases_parse_and_refuse_malformed_items():
     from nanoedge.export.training.train import Phase, TrainConfig, training_phases
 
     phases = training_phases(
-        TrainConfig(unet_steps=7, unet_lr=1e-3, timestep_power=2.0, v_weighting="keep-noise", later_phases="3:3e-4:1:keep-noise, 5:3e-4:1:epsilon")
+        TrainConfig(
+            unet_steps=7, unet_lr=1e-3, timestep_power=2.0, v_weighting="keep-noise", later_phases="3:3e-4:1:keep-noise, 5:3e-4:1:epsilon"
+        )
     )
     assert phases == [Phase(7, 1e-3, 2.0, "keep-noise"), Phase(3, 3e-4, 1.0, "keep-noise"), Phase(5, 3e-4, 1.0, "epsilon")]
     for bad in ("3:3e-4:1", "x:1e-3:1:epsilon", "3:3e-4:1:bogus", "0:3e-4:1:epsilon"):

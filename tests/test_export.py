@@ -10,9 +10,9 @@ import pytest
 
 pytest.importorskip("torch")
 
-from nanoedge.export import ExportOptions, export_package  # noqa: E402
 from nanoedge.core.errors import ExportError, InvalidRequestError  # noqa: E402
 from nanoedge.core.manifest import Manifest, sha256_file  # noqa: E402
+from nanoedge.export import ExportOptions, export_package  # noqa: E402
 
 
 def test_package_layout_is_optimum_compatible(tiny_package: Path):

@@ -18,10 +18,10 @@ diffusers = pytest.importorskip("diffusers")
 
 from conftest import run_cli  # noqa: E402
 
-from nanoedge.export.source import check_decoder_fits, load_decoder, load_source  # noqa: E402
-from nanoedge.runtime import Pipeline  # noqa: E402
 from nanoedge.core.errors import InvalidRequestError  # noqa: E402
 from nanoedge.core.manifest import Manifest  # noqa: E402
+from nanoedge.export.source import check_decoder_fits, load_decoder, load_source  # noqa: E402
+from nanoedge.runtime import Pipeline  # noqa: E402
 
 
 def psnr(a, b) -> float:
@@ -48,7 +48,9 @@ def test_manifest_flags_the_decoder(taesd_package: Path, tiny_package: Path):
     assert manifest.latent["scaling_factor"] == pytest.approx(0.18215)
     config = json.loads((taesd_package / "vae_decoder" / "config.json").read_text())
     assert config["_class_name"] == "AutoencoderTiny"
-    assert manifest.component("vae_decoder")["verification"]["max_abs_diff"] <= manifest.component("vae_decoder")["verification"]["tolerance"]
+    assert (
+        manifest.component("vae_decoder")["verification"]["max_abs_diff"] <= manifest.component("vae_decoder")["verification"]["tolerance"]
+    )
     # TAESD's decoder is a different graph from the KL one the same model exports by default
     kl = Manifest.load(tiny_package)
     assert kl.decoder()["family"] == "kl" and kl.decoder()["scaling_factor"] == pytest.approx(0.18215)

@@ -82,6 +82,11 @@ def test_no_heavy_import_statements_in_source(folder: str):
     for path in root.rglob("*.py"):
         for number, line in enumerate(path.read_text().splitlines(), 1):
             stripped = line.strip()
-            if stripped.startswith(("import ", "from ")) and stripped.split()[1].split(".")[0] in ("torch", "diffusers", "transformers", "optimum"):
+            if stripped.startswith(("import ", "from ")) and stripped.split()[1].split(".")[0] in (
+                "torch",
+                "diffusers",
+                "transformers",
+                "optimum",
+            ):
                 offenders.append(f"{path}:{number}: {stripped}")
     assert offenders == []

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import run_cli
 
 pytest.importorskip("onnxruntime_qnn", reason="onnxruntime-qnn is not installed (pip install 'nanoedge[qnn]')")
@@ -39,10 +38,10 @@ def qnn_fp32_package(tmp_path_factory) -> Path:
     import diffusers
     import torch
 
+    from nanoedge.core.sizes import Size
     from nanoedge.export import ExportOptions, export_package
     from nanoedge.export.presets import load_preset
     from nanoedge.export.source import load_source, save_checkpoint
-    from nanoedge.core.sizes import Size
 
     folder = tmp_path_factory.mktemp("qnn")
     model = load_source("preset:tiny-random")

@@ -7,8 +7,6 @@ for the module (``calibration_dir``), so the whole file stays fast on a shared 2
 from __future__ import annotations
 
 import collections
-
-import math
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +14,13 @@ import pytest
 
 onnx = pytest.importorskip("onnx")
 
+from nanoedge.core.errors import InvalidRequestError  # noqa: E402
+from nanoedge.core.manifest import COMPONENTS, Manifest, sha256_file  # noqa: E402
 from nanoedge.quantize import SCHEMES, QuantizeOptions, quantize_package  # noqa: E402
 from nanoedge.quantize.calibration import EVALUATION, TrajectoryStore, spread  # noqa: E402
 from nanoedge.quantize.metrics import RunningError, image_psnr  # noqa: E402
 from nanoedge.quantize.prompts import load_prompts  # noqa: E402
 from nanoedge.runtime import Pipeline  # noqa: E402
-from nanoedge.core.errors import InvalidRequestError  # noqa: E402
-from nanoedge.core.manifest import COMPONENTS, Manifest, sha256_file  # noqa: E402
 
 FAST = {"calibration_prompts": 2, "eval_prompts": 1, "steps": 2, "size": "32x32", "report_samples": 4, "sensitivity_samples": 2}
 OPEN_GATE = {"min_psnr": 0.0, "min_responsiveness": 0.0}
@@ -46,7 +44,9 @@ def source_before(tiny_package: Path) -> dict[str, tuple[str, int]]:
 def quantized(tiny_package: Path, tmp_path_factory, trajectories: Path, source_before) -> dict:
     root = tmp_path_factory.mktemp("quantized")
     return {
-        scheme: quantize_package(tiny_package, root / scheme, QuantizeOptions(scheme=scheme, calibration_dir=trajectories, **FAST, **OPEN_GATE))
+        scheme: quantize_package(
+            tiny_package, root / scheme, QuantizeOptions(scheme=scheme, calibration_dir=trajectories, **FAST, **OPEN_GATE)
+        )
         for scheme in SCHEMES
     }
 
@@ -126,7 +126,9 @@ def test_unet_graph_holds_the_scheme(quantized, scheme: str, present: set[str], 
             zero_points.get(n.input[2]) for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in zero_points
         )
         assert activation_bits[onnx.TensorProto.UINT8] > 0 and activation_bits[onnx.TensorProto.UINT16] > 0, activation_bits
-        assert "sample" in {n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear" and zero_points.get(n.input[2]) == onnx.TensorProto.UINT16}
+        assert "sample" in {
+            n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear" and zero_points.get(n.input[2]) == onnx.TensorProto.UINT16
+        }
     if scheme == "int8":
         # Attention score products (two activations) stay float: only constant-weight MatMuls are quantized.
         producers = {o: n for n in model.graph.node for o in n.output}
@@ -164,7 +166,9 @@ def test_input_package_is_untouched(quantized, tiny_package: Path, source_before
 def test_mixed_precision_keeps_the_most_sensitive_nodes_float(quantized, tiny_package: Path, tmp_path: Path, trajectories: Path):
     """A gate just above what plain int8 reaches: mixed precision must find nodes to keep float."""
     plain = quantized["int8"].report["end_to_end"]["image_psnr_db"]
-    options = QuantizeOptions(scheme="int8", calibration_dir=trajectories, min_psnr=plain + 1.0, min_responsiveness=0.0, max_size_ratio=1.0, **FAST)
+    options = QuantizeOptions(
+        scheme="int8", calibration_dir=trajectories, min_psnr=plain + 1.0, min_responsiveness=0.0, max_size_ratio=1.0, **FAST
+    )
     result = quantize_package(tiny_package, tmp_path / "mp", options)
     attempts = result.attempts
     assert not attempts[0]["passed"] and attempts[-1]["passed"] and len(attempts) >= 2

@@ -6,12 +6,24 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import run_cli
 
 pytest.importorskip("onnx")
 
-FAST = ["--calibration-prompts", "2", "--eval-prompts", "1", "--steps", "2", "--size", "32x32", "--report-samples", "4", "--sensitivity-samples", "2"]
+FAST = [
+    "--calibration-prompts",
+    "2",
+    "--eval-prompts",
+    "1",
+    "--steps",
+    "2",
+    "--size",
+    "32x32",
+    "--report-samples",
+    "4",
+    "--sensitivity-samples",
+    "2",
+]
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +51,15 @@ def test_per_component_choice_json_and_info(tiny_package: Path, tmp_path: Path, 
 
     info = run_cli("info", str(out))
     assert info.returncode == 0, info.stderr
-    for text in ("quantized  scheme weight-only", "unet int8", "vae_decoder weight-only", "image PSNR", "responsiveness", "gate", "calibration 2 prompts"):
+    for text in (
+        "quantized  scheme weight-only",
+        "unet int8",
+        "vae_decoder weight-only",
+        "image PSNR",
+        "responsiveness",
+        "gate",
+        "calibration 2 prompts",
+    ):
         assert text in info.stdout, (text, info.stdout)
     generated = run_cli("generate", "a red circle", "-m", str(out), "-o", str(tmp_path / "x.png"), "--steps", "2", "--seed", "1")
     assert generated.returncode == 0, generated.stderr

@@ -10,6 +10,7 @@ import pytest
 
 onnx = pytest.importorskip("onnx")
 
+from nanoedge.core.errors import InvalidRequestError  # noqa: E402
 from nanoedge.quantize.gate import QualityGate  # noqa: E402
 from nanoedge.quantize.graphs import quantizable_nodes, save_model  # noqa: E402
 from nanoedge.quantize.metrics import Responsiveness, cosine, psnr  # noqa: E402
@@ -19,10 +20,11 @@ from nanoedge.quantize.qmath import dequantize, quantize, scale_zero_point, weig
 from nanoedge.quantize.ranges import collect_ranges, unrepresentable  # noqa: E402
 from nanoedge.quantize.recipes import recipe_for  # noqa: E402
 from nanoedge.quantize.sensitivity import NodeSensitivity, rank_nodes  # noqa: E402
-from nanoedge.core.errors import InvalidRequestError  # noqa: E402
 
 
-@pytest.mark.parametrize("qtype,symmetric,reduce_range", [("int8", True, False), ("int8", True, True), ("uint8", False, False), ("uint8", False, True)])
+@pytest.mark.parametrize(
+    "qtype,symmetric,reduce_range", [("int8", True, False), ("int8", True, True), ("uint8", False, False), ("uint8", False, True)]
+)
 def test_per_channel_weights_match_onnxruntime(qtype: str, symmetric: bool, reduce_range: bool):
     from onnx import TensorProto
     from onnxruntime.quantization.quant_utils import quantize_data

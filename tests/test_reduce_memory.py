@@ -6,13 +6,12 @@ import dataclasses
 import json
 
 import numpy as np
+from conftest import run_cli
 
-from nanoedge.runtime import Pipeline
 from nanoedge.core.manifest import COMPONENTS
+from nanoedge.runtime import Pipeline
 from nanoedge.runtime.sessions import SessionSet
 from nanoedge.targets import get_profile
-
-from conftest import run_cli
 
 
 def _pixels(pipe: Pipeline, **kwargs) -> np.ndarray:

@@ -12,9 +12,9 @@ import httpx
 import openai
 import pytest
 from PIL import Image
+from server_support import PNG_MAGIC, GatedPipeline, serve, wait_until
 
 from nanoedge.runtime.pipeline import Pipeline
-from server_support import PNG_MAGIC, GatedPipeline, serve, wait_until
 
 pytest.importorskip("uvicorn")
 pytest.importorskip("starlette")
@@ -97,7 +97,9 @@ def test_async_semaphore_batch_pattern(server, gated):
         async def one(prompt):
             async with semaphore:
                 try:
-                    r = await client.images.generate(model="nano-banana-2", prompt=prompt, response_format="b64_json", extra_body={"seed": 3})
+                    r = await client.images.generate(
+                        model="nano-banana-2", prompt=prompt, response_format="b64_json", extra_body={"seed": 3}
+                    )
                     return r.data[0].b64_json
                 except openai.APIError:
                     return None
@@ -211,7 +213,13 @@ def test_every_invalid_field_is_a_400_envelope(server, fields, param):
 
 @pytest.mark.parametrize(
     "content,content_type",
-    [(b"{not json", "application/json"), (b"", "application/json"), (b"[1, 2]", "application/json"), (b"\xff\xfe", "text/plain"), (b'"prompt"', "application/json")],
+    [
+        (b"{not json", "application/json"),
+        (b"", "application/json"),
+        (b"[1, 2]", "application/json"),
+        (b"\xff\xfe", "text/plain"),
+        (b'"prompt"', "application/json"),
+    ],
 )
 def test_malformed_bodies_are_400_not_422(server, content, content_type):
     response = httpx.post(f"{server.api_url}/images/generations", content=content, headers={"content-type": content_type})
@@ -246,7 +254,9 @@ def test_not_found_paths(server):
 
 
 def test_oversized_body_is_refused(server):
-    response = httpx.post(f"{server.api_url}/images/generations", content=b"{" + b" " * (2 << 20) + b"}", headers={"content-type": "application/json"})
+    response = httpx.post(
+        f"{server.api_url}/images/generations", content=b"{" + b" " * (2 << 20) + b"}", headers={"content-type": "application/json"}
+    )
     assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
 
 
@@ -254,7 +264,9 @@ def test_flood_of_bad_requests_then_a_good_one(server):
     async def flood():
         async with httpx.AsyncClient(base_url=server.api_url, timeout=30) as http:
             bad = [http.post("/images/generations", json={"prompt": 1, "n": i}) for i in range(150)]
-            bad += [http.post("/images/generations", content=b"\x00" * 100, headers={"content-type": "application/json"}) for _ in range(50)]
+            bad += [
+                http.post("/images/generations", content=b"\x00" * 100, headers={"content-type": "application/json"}) for _ in range(50)
+            ]
             responses = await asyncio.gather(*bad)
             good = await http.post("/images/generations", json={"prompt": "still alive", "response_format": "b64_json"})
             return responses, good
@@ -288,8 +300,15 @@ def test_client_disconnect_drops_queued_work(server, gated):
 
 def test_metrics_exposition(server):
     text = httpx.get(f"{server.base_url}/metrics").text
-    for name in ["nanoedge_requests_total", "nanoedge_request_duration_seconds_bucket", "nanoedge_queue_depth", "nanoedge_images_generated_total",
-                 "nanoedge_cache_hits_total", "nanoedge_batch_images_bucket", "nanoedge_ready 1"]:
+    for name in [
+        "nanoedge_requests_total",
+        "nanoedge_request_duration_seconds_bucket",
+        "nanoedge_queue_depth",
+        "nanoedge_images_generated_total",
+        "nanoedge_cache_hits_total",
+        "nanoedge_batch_images_bucket",
+        "nanoedge_ready 1",
+    ]:
         assert name in text
     assert 'path="/v1/images/generations",status="200"' in text
     assert "/v1/images/files/{name}" in text or "files" not in text

@@ -9,9 +9,9 @@ import time
 import httpx
 import openai
 import pytest
+from server_support import GatedPipeline, serve, wait_until
 
 from nanoedge.runtime.pipeline import Pipeline
-from server_support import GatedPipeline, serve, wait_until
 
 pytest.importorskip("uvicorn")
 

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from server_support import PNG_MAGIC, free_port, wait_until
 
 pytest.importorskip("uvicorn")
@@ -67,8 +66,24 @@ def keyed_server(tiny_package, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("serve")
     key_file = tmp / "keys.txt"
     key_file.write_text("# one key per line\nfile-key\n")
-    server = ServeProcess(["-m", str(tiny_package), "--alias", "nano-banana-2", "--api-key", "flag-key", "--api-key-file", str(key_file),
-                           "--cache-dir", str(tmp / "cache"), "--max-pixels", "65536"], tmp, env={"NANOEDGE_API_KEYS": "env-key-1,env-key-2"})
+    server = ServeProcess(
+        [
+            "-m",
+            str(tiny_package),
+            "--alias",
+            "nano-banana-2",
+            "--api-key",
+            "flag-key",
+            "--api-key-file",
+            str(key_file),
+            "--cache-dir",
+            str(tmp / "cache"),
+            "--max-pixels",
+            "65536",
+        ],
+        tmp,
+        env={"NANOEDGE_API_KEYS": "env-key-1,env-key-2"},
+    )
     try:
         server.wait_ready()
         yield server
@@ -82,7 +97,13 @@ def _curl(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_seed_client_curl_call(keyed_server, tmp_path):
-    body = {"model": "nano-banana-2", "prompt": "A cute cartoon cat wearing sunglasses", "size": "1024x1024", "n": 1, "response_format": "url"}
+    body = {
+        "model": "nano-banana-2",
+        "prompt": "A cute cartoon cat wearing sunglasses",
+        "size": "1024x1024",
+        "n": 1,
+        "response_format": "url",
+    }
     result = _curl("-X", "POST", f"{keyed_server.base_url}/v1/images/generations", "-H", "Content-Type: application/json",
                    "-H", "Authorization: Bearer file-key", "-d", json.dumps(body))
     assert result.returncode == 0, result.stderr
@@ -105,7 +126,9 @@ def test_curl_errors(keyed_server):
     wrong = _curl("-X", "POST", url, "-H", "Authorization: Bearer nope", "-d", '{"prompt": "x"}', "-w", "\n%{http_code}")
     body, status = wrong.stdout.rsplit(b"\n", 1)
     assert status == b"401" and json.loads(body)["error"]["code"] == "invalid_api_key"
-    bad = _curl("-X", "POST", url, "-H", "Authorization: Bearer flag-key", "-d", '{"prompt": "x", "n": 99}', "-w", "\n%{http_code}", "-D", "-")
+    bad = _curl(
+        "-X", "POST", url, "-H", "Authorization: Bearer flag-key", "-d", '{"prompt": "x", "n": 99}', "-w", "\n%{http_code}", "-D", "-"
+    )
     assert b"x-request-id: req_" in bad.stdout.lower().replace(b"X-Request-Id", b"x-request-id")
     assert bad.stdout.endswith(b"\n400")
 
@@ -152,5 +175,7 @@ def test_port_in_use_and_bad_package(tiny_package, tmp_path):
         busy = subprocess.run([sys.executable, "-m", "nanoedge", "serve", "-m", str(tiny_package), "--port", str(port)],
                               capture_output=True, text=True, timeout=60)
     assert busy.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in busy.stderr and "--port" in busy.stderr
-    missing = subprocess.run([sys.executable, "-m", "nanoedge", "serve", "-m", str(tmp_path / "nope")], capture_output=True, text=True, timeout=60)
+    missing = subprocess.run(
+        [sys.executable, "-m", "nanoedge", "serve", "-m", str(tmp_path / "nope")], capture_output=True, text=True, timeout=60
+    )
     assert missing.returncode == 3 and "does not exist" in missing.stderr

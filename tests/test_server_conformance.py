@@ -13,9 +13,9 @@ import json
 
 import httpx
 import pytest
+from server_support import SPEC_PATH, serve
 
 from nanoedge.runtime.pipeline import Pipeline
-from server_support import SPEC_PATH, serve
 
 openapi_core = pytest.importorskip("openapi_core")
 pytest.importorskip("uvicorn")
@@ -87,7 +87,11 @@ def _field_cases(spec_dict: dict) -> list[tuple[str, object]]:
 def _load_spec_dict() -> dict:
     import yaml
 
-    return yaml.safe_load(SPEC_PATH.read_text(encoding="utf-8")) if SPEC_PATH.is_file() else {"components": {"schemas": {"CreateImageRequest": {"properties": {}}}}}
+    return (
+        yaml.safe_load(SPEC_PATH.read_text(encoding="utf-8"))
+        if SPEC_PATH.is_file()
+        else {"components": {"schemas": {"CreateImageRequest": {"properties": {}}}}}
+    )
 
 
 SPEC = _load_spec_dict()
@@ -113,7 +117,9 @@ def test_every_spec_enum_value(spec, server, name, value):
 
 @pytest.mark.parametrize("n", [1, 10])
 def test_n_bounds_and_defaults(spec, server, n):
-    response = _check(spec, server, "post", "/images/generations", {"prompt": "n images", "n": n, "response_format": "b64_json", "size": "256x256"})
+    response = _check(
+        spec, server, "post", "/images/generations", {"prompt": "n images", "n": n, "response_format": "b64_json", "size": "256x256"}
+    )
     assert len(response.json()["data"]) == n
 
 

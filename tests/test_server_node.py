@@ -14,9 +14,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from server_support import serve
 
 from nanoedge.runtime.pipeline import Pipeline
-from server_support import serve
 
 pytest.importorskip("uvicorn")
 

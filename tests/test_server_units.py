@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from nanoedge.runtime.pipeline import GenerationResult, ResolvedRequest
 from nanoedge.core.manifest import Manifest
 from nanoedge.core.sizes import Size, SizeRules
+from nanoedge.runtime.pipeline import GenerationResult, ResolvedRequest
 
 pytest.importorskip("starlette")
 
@@ -86,9 +86,25 @@ def test_quality_table():
 
 
 def test_styles():
-    book = StyleBook.from_manifest(Manifest({"styles": {"ink": {"prompt": "ink wash painting of {prompt}", "negative_prompt": "color", "aliases": ["水墨"]},
-                                               "anime": "{prompt}, studio anime", "plain": {"prompt": "flat"}}}))
-    for label, name in [("动漫", "anime"), ("写实风格", "realistic"), ("概念艺术", "concept_art"), ("极简", "minimalist"), ("Natural", "natural"), ("水墨", "ink")]:
+    book = StyleBook.from_manifest(
+        Manifest(
+            {
+                "styles": {
+                    "ink": {"prompt": "ink wash painting of {prompt}", "negative_prompt": "color", "aliases": ["水墨"]},
+                    "anime": "{prompt}, studio anime",
+                    "plain": {"prompt": "flat"},
+                }
+            }
+        )
+    )
+    for label, name in [
+        ("动漫", "anime"),
+        ("写实风格", "realistic"),
+        ("概念艺术", "concept_art"),
+        ("极简", "minimalist"),
+        ("Natural", "natural"),
+        ("水墨", "ink"),
+    ]:
         assert book.lookup(label).name == name
     assert book.lookup("cubism") is None
     prompt, negative = book.lookup("ink").apply("a crane", "blurry")
@@ -99,8 +115,16 @@ def test_styles():
 
 # -- validation --------------------------------------------------------------------------------
 def test_parse_request_null_is_not_given_and_defaults():
-    request = parse_image_request(parse_json_body(b'{"prompt": "p", "n": null, "size": null, "quality": "HD", "style": null, "stream": false}'), StyleBook())
-    assert request.n == 1 and request.size is None and request.quality == "hd" and request.response_format == "url" and request.output_format == "png"
+    request = parse_image_request(
+        parse_json_body(b'{"prompt": "p", "n": null, "size": null, "quality": "HD", "style": null, "stream": false}'), StyleBook()
+    )
+    assert (
+        request.n == 1
+        and request.size is None
+        and request.quality == "hd"
+        and request.response_format == "url"
+        and request.output_format == "png"
+    )
     with pytest.raises(APIError) as err:
         parse_image_request({"prompt": "p", "extra": 1}, StyleBook())
     assert err.value.param == "extra"

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import run_cli
+
 from nanoedge.runtime import Pipeline, TargetUnavailableError
 from nanoedge.targets import detect, get_profile, known_targets, resolve_target
 
@@ -88,8 +88,8 @@ def test_export_for_qnn_folds_shape_arithmetic(tmp_path: Path):
     pytest.importorskip("torch")
     import onnx
 
-    from nanoedge.export import ExportOptions, export_package
     from nanoedge.core.sizes import Size
+    from nanoedge.export import ExportOptions, export_package
 
     manifest = export_package("preset:tiny-random", tmp_path / "p", ExportOptions(static_shape=Size(64, 64), target="qnn"))
     for name in ("text_encoder", "unet", "vae_decoder"):
@@ -149,8 +149,10 @@ def test_openvino_cpu_generates_the_same_image_at_its_default_precision(tiny_pac
     import numpy as np
 
     _openvino_cpu_usable()
-    images = {t: np.asarray(Pipeline.load(tiny_package, target=t).generate("a red circle", size="64x64", steps=4, seed=3)[0], dtype=np.float64)
-              for t in ("openvino-cpu", "cpu")}
+    images = {
+        t: np.asarray(Pipeline.load(tiny_package, target=t).generate("a red circle", size="64x64", steps=4, seed=3)[0], dtype=np.float64)
+        for t in ("openvino-cpu", "cpu")
+    }
     mse = ((images["openvino-cpu"] - images["cpu"]) ** 2).mean()
     psnr = 10 * np.log10(255.0**2 / mse) if mse else float("inf")
     assert psnr >= 30, psnr

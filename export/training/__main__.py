@@ -43,7 +43,15 @@ def main(argv: list[str] | None = None) -> int:
         text = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items())
         logging.getLogger("nanoedge.train").info("%s %s", stage, text)
 
-    train_demo(args.output, cfg, report=report, previews=not args.no_previews, vae_only=args.vae_only, vae_from=args.vae_from, init_from=args.init_from)
+    train_demo(
+        args.output,
+        cfg,
+        report=report,
+        previews=not args.no_previews,
+        vae_only=args.vae_only,
+        vae_from=args.vae_from,
+        init_from=args.init_from,
+    )
     return 0
 
 

@@ -110,7 +110,9 @@ SCHEDULER_CONFIG: dict[str, Any] = {
 }
 
 
-def scheduler_config(prediction_type: str = "epsilon", zero_terminal_snr: bool = False, timestep_spacing: str = "leading") -> dict[str, Any]:
+def scheduler_config(
+    prediction_type: str = "epsilon", zero_terminal_snr: bool = False, timestep_spacing: str = "leading"
+) -> dict[str, Any]:
     """SD's schedule with the prediction target, terminal SNR and spacing of a training run.
 
     With SD's betas the noisiest training step still keeps 6.8% of the latent (SNR 0.0047):

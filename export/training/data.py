@@ -34,7 +34,9 @@ def render_scene_set(seed: int, count: int) -> SceneSet:
 ATTRIBUTES = ("colour", "shape", "position")
 
 
-def draw_captions(scenes: list[Scene], indices: np.ndarray, rng: np.random.Generator, drop: float, attribute_drop: float = 0.0) -> list[str]:
+def draw_captions(
+    scenes: list[Scene], indices: np.ndarray, rng: np.random.Generator, drop: float, attribute_drop: float = 0.0
+) -> list[str]:
     """A fresh caption per chosen scene; with probability ``drop`` the empty prompt (for CFG).
 
     ``attribute_drop``: each of the colour, shape and position words is left out with this

@@ -70,13 +70,21 @@ def first_step_judgements(checkpoint: "str | Path", steps: int = 20, guidance: f
         for prompt, array in zip(prompts, arrays):
             for attribute, ok in judge_image(Image.fromarray(array), prompt).correct.items():
                 scores.setdefault(attribute, []).append(ok)
-        rows.append({"timestep": int(t), **{k: round(float(np.mean(v)), 3) for k, v in scores.items()}, "cond_uncond": round(float((cond - uncond).abs().mean()), 4)})
+        rows.append(
+            {
+                "timestep": int(t),
+                **{k: round(float(np.mean(v)), 3) for k, v in scores.items()},
+                "cond_uncond": round(float((cond - uncond).abs().mean()), 4),
+            }
+        )
         x = scheduler.step(out, t, x).prev_sample
     return rows
 
 
 @torch.no_grad()
-def position_response(checkpoint: "str | Path", noises: int = 64, timesteps: tuple[int, ...] = (999, 951, 851, 701), seed: int = 0) -> list[dict]:
+def position_response(
+    checkpoint: "str | Path", noises: int = 64, timesteps: tuple[int, ...] = (999, 951, 851, 701), seed: int = 0
+) -> list[dict]:
     """Does the checkpoint's clean-image estimate move when only the position word changes?
 
     For "a red circle <position> on a white background" (and blue, yellow), the conditional
@@ -123,7 +131,14 @@ def position_response(checkpoint: "str | Path", noises: int = 64, timesteps: tup
         colours = [mean_estimate(with_background(canonical_caption(c, "circle", "left")), t) for c in COLOURS]
         colour_centre = torch.stack(colours).mean(0)
         colour_spread = float(np.mean([float((c - colour_centre).norm(dim=0).mean()) for c in colours]))
-        rows.append({"timestep": t, "position_spread": round(float(np.mean(spreads)), 4), "colour_spread": round(colour_spread, 4), "position_right": round(right / 15, 3)})
+        rows.append(
+            {
+                "timestep": t,
+                "position_spread": round(float(np.mean(spreads)), 4),
+                "colour_spread": round(colour_spread, 4),
+                "position_right": round(right / 15, 3),
+            }
+        )
     return rows
 
 
@@ -201,14 +216,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--guidance", type=float, default=5.0)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--show", type=int, default=6, help="how many of the first denoising steps to judge")
-    parser.add_argument("--layout-probe", type=int, default=0, metavar="STEPS", help="instead: train a fresh model on the pure-noise step only (CHECKPOINT gives the VAE)")
+    parser.add_argument(
+        "--layout-probe",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="instead: train a fresh model on the pure-noise step only (CHECKPOINT gives the VAE)",
+    )
     parser.add_argument("--probe-lr", type=float, default=1e-3, help="AdamW learning rate of the layout probe")
     parser.add_argument("--probe-cross-attention-16", action="store_true", help="layout probe with cross-attention at 16x16 too")
-    parser.add_argument("--position-response", action="store_true", help="instead: how far the clean-image estimate moves when only the position word changes")
-    parser.add_argument("--word-separation", action="store_true", help="instead: how far apart the text encoder puts prompts differing in one shape or colour word")
+    parser.add_argument(
+        "--position-response",
+        action="store_true",
+        help="instead: how far the clean-image estimate moves when only the position word changes",
+    )
+    parser.add_argument(
+        "--word-separation",
+        action="store_true",
+        help="instead: how far apart the text encoder puts prompts differing in one shape or colour word",
+    )
     parser.add_argument("--explained-variance", action="store_true", help="instead: latent variance left once scene attributes are known")
-    parser.add_argument("--prompt-use-probe", type=int, default=0, metavar="STEPS", help="instead: train a fresh model (v-prediction, zero terminal SNR, all timesteps) and print how much it uses the prompt")
-    parser.add_argument("--probe-global-text", action="store_true", help="prompt-use probe with the pooled-text time embedding (--unet-global-text)")
+    parser.add_argument(
+        "--prompt-use-probe",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="instead: train a fresh model (v-prediction, zero terminal SNR, all timesteps) and print how much it uses the prompt",
+    )
+    parser.add_argument(
+        "--probe-global-text", action="store_true", help="prompt-use probe with the pooled-text time embedding (--unet-global-text)"
+    )
     parser.add_argument("--probe-scale-shift", action="store_true", help="prompt-use probe with AdaGN ResNet blocks (--unet-scale-shift)")
     parser.add_argument("--probe-timestep-power", type=float, default=1.0, help="prompt-use probe's timestep bias (--timestep-power)")
     args = parser.parse_args(argv)
@@ -236,7 +273,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def layout_probe(
-    vae_folder: "str | Path", steps: int = 300, scenes: int = 3000, batch: int = 32, lr: float = 1e-3, seed: int = 0, report=print, cross_attention_16: bool = False
+    vae_folder: "str | Path",
+    steps: int = 300,
+    scenes: int = 3000,
+    batch: int = 32,
+    lr: float = 1e-3,
+    seed: int = 0,
+    report=print,
+    cross_attention_16: bool = False,
 ) -> list[dict]:
     """Train a fresh text encoder + UNet (the shipped configs) on the pure-noise step only.
 
@@ -290,7 +334,9 @@ def layout_probe(
         optimizer.step()
         if step % 100 == 0:
             with torch.no_grad():
-                noise = torch.randn(len(prompts), 4, UNET_CONFIG["sample_size"], UNET_CONFIG["sample_size"], generator=torch.Generator().manual_seed(7))
+                noise = torch.randn(
+                    len(prompts), 4, UNET_CONFIG["sample_size"], UNET_CONFIG["sample_size"], generator=torch.Generator().manual_seed(7)
+                )
                 x0 = -unet(noise, torch.full((len(prompts),), 999), text_encoder(ids(prompts))[0]).sample
                 pixels = vae.decode(x0 / scaling).sample
             arrays = ((pixels.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
@@ -304,7 +350,12 @@ def layout_probe(
 
 
 def prompt_use_probe(
-    vae_folder: "str | Path", steps: int = 400, global_text: bool = False, scale_shift: bool = False, timestep_power: float = 1.0, report=print
+    vae_folder: "str | Path",
+    steps: int = 400,
+    global_text: bool = False,
+    scale_shift: bool = False,
+    timestep_power: float = 1.0,
+    report=print,
 ) -> list[dict]:
     """Train a fresh text encoder + UNet with the real objective and measure its use of the prompt.
 

@@ -22,11 +22,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nanoedge.runtime.demo.judge import judge_image
-from nanoedge.runtime.demo.world import evaluation_prompts
-
 from nanoedge.export.coordinates import CONFIG_KEY as COORDINATES_KEY
 from nanoedge.export.coordinates import run_unet
+from nanoedge.runtime.demo.judge import judge_image
+from nanoedge.runtime.demo.world import evaluation_prompts
 
 from .configs import TEXT_MAX_LENGTH, UNET_CONFIG, VAE_CONFIG, scheduler_config, text_encoder_config, unet_config
 from .data import SceneSet, draw_captions, render_scene_set
@@ -129,7 +128,9 @@ def training_phases(cfg: TrainConfig) -> list[Phase]:
                 raise ValueError
             phase = Phase(int(steps), float(lr), float(power), weighting, float(rest[0]) if rest else 0.0)
         except ValueError:
-            raise ValueError(f"later phase {item!r} is not STEPS:LR:POWER:WEIGHTING[:ATTRIBUTE_DROPOUT] (e.g. 3000:3e-4:1:epsilon:0.2)") from None
+            raise ValueError(
+                f"later phase {item!r} is not STEPS:LR:POWER:WEIGHTING[:ATTRIBUTE_DROPOUT] (e.g. 3000:3e-4:1:epsilon:0.2)"
+            ) from None
         if (
             phase.steps < 1 or phase.lr <= 0 or phase.timestep_power <= 0
             or phase.v_weighting not in ("keep-noise", "epsilon") or not 0 <= phase.attribute_dropout < 1
@@ -154,7 +155,9 @@ def train_vae(data: SceneSet, cfg: TrainConfig, report: Report):
     torch.manual_seed(cfg.seed)
     vae = AutoencoderKL(**VAE_CONFIG)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, cfg.vae_steps, min(cfg.warmup_steps, cfg.vae_steps // 10 + 1)))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: _lr_factor(s, cfg.vae_steps, min(cfg.warmup_steps, cfg.vae_steps // 10 + 1))
+    )
     rng = np.random.default_rng(cfg.seed + 1)
     generator = torch.Generator().manual_seed(cfg.seed + 1)
     started = time.perf_counter()
@@ -271,7 +274,18 @@ def _preview(text_encoder, unet, vae, tokenizer, cfg: TrainConfig, scaling: floa
     from PIL import Image
 
     prompts = evaluation_prompts()
-    images = sample_images(text_encoder, unet, vae, tokenizer, [p.prompt for p in prompts], cfg.seed, cfg.preview_steps, cfg.preview_guidance, scaling, _schedule(cfg))
+    images = sample_images(
+        text_encoder,
+        unet,
+        vae,
+        tokenizer,
+        [p.prompt for p in prompts],
+        cfg.seed,
+        cfg.preview_steps,
+        cfg.preview_guidance,
+        scaling,
+        _schedule(cfg),
+    )
     scores: dict[str, list[bool]] = {}
     for p, image in zip(prompts, images):
         for attribute, ok in judge_image(image, p.prompt).correct.items():
@@ -352,15 +366,27 @@ def load_for_fine_tuning(folder: Path, cfg: TrainConfig, tokenizer) -> tuple[Any
         raise FileNotFoundError(f"{folder} is not a demo checkpoint (no unet/config.json): pass a folder this trainer wrote")
     unet = UNet2DConditionModel.from_pretrained(folder / "unet")
     # the config build_unet would give (without building a UNet to read it)
-    wanted = {**unet_config(cfg.unet_global_text, cfg.unet_scale_shift, cfg.unet_coordinates), COORDINATES_KEY: 2 if cfg.unet_coordinates else None}
-    different = [k for k in ("in_channels", "block_out_channels", "addition_embed_type", "resnet_time_scale_shift", COORDINATES_KEY) if unet.config.get(k) != wanted.get(k)]
+    wanted = {
+        **unet_config(cfg.unet_global_text, cfg.unet_scale_shift, cfg.unet_coordinates),
+        COORDINATES_KEY: 2 if cfg.unet_coordinates else None,
+    }
+    different = [
+        k
+        for k in ("in_channels", "block_out_channels", "addition_embed_type", "resnet_time_scale_shift", COORDINATES_KEY)
+        if unet.config.get(k) != wanted.get(k)
+    ]
     if different:
-        raise ValueError(f"{folder}'s UNet differs from the recipe's in {', '.join(different)}: pass the same architecture flags it was trained with")
+        raise ValueError(
+            f"{folder}'s UNet differs from the recipe's in {', '.join(different)}: pass the same architecture flags it was trained with"
+        )
     saved = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
     schedule = _schedule(cfg)
     for key in ("prediction_type", "rescale_betas_zero_snr", "beta_schedule"):
         if saved.get(key, False) != schedule.get(key, False):
-            raise ValueError(f"{folder} was trained with {key}={saved.get(key, False)!r}, the recipe asks {schedule.get(key, False)!r}: pass the same schedule flags")
+            raise ValueError(
+                f"{folder} was trained with {key}={saved.get(key, False)!r}, the recipe "
+                f"asks {schedule.get(key, False)!r}: pass the same schedule flags"
+            )
     saved_vocab = json.loads((folder / "tokenizer" / "tokenizer.json").read_text())["model"]["vocab"]
     if saved_vocab != tokenizer.get_vocab():
         raise ValueError(f"{folder}'s tokenizer has another vocabulary than this world's: it cannot be continued here")
@@ -368,7 +394,14 @@ def load_for_fine_tuning(folder: Path, cfg: TrainConfig, tokenizer) -> tuple[Any
 
 
 def train_diffusion(
-    data: SceneSet, latents: torch.Tensor, vae, tokenizer, cfg: TrainConfig, report: Report, preview_dir: Path | None, init_from: "Path | None" = None
+    data: SceneSet,
+    latents: torch.Tensor,
+    vae,
+    tokenizer,
+    cfg: TrainConfig,
+    report: Report,
+    preview_dir: Path | None,
+    init_from: "Path | None" = None,
 ):
     """Stage 2: text encoder + UNet on SD's scaled-linear schedule (epsilon or v-prediction).
 
@@ -529,7 +562,9 @@ def train_demo(
     if preview_dir is not None:
         preview_dir.mkdir(parents=True, exist_ok=True)
     unet_started = time.perf_counter()
-    text_encoder, unet, scores = train_diffusion(data, latents, vae, tokenizer, cfg, report, preview_dir, None if init_from is None else Path(init_from))
+    text_encoder, unet, scores = train_diffusion(
+        data, latents, vae, tokenizer, cfg, report, preview_dir, None if init_from is None else Path(init_from)
+    )
     total = time.perf_counter() - started + (vae_seconds if vae_from is not None else 0.0)
     earlier = None
     if init_from is not None:
@@ -538,7 +573,18 @@ def train_demo(
         total += float(earlier["seconds"]["total"]) - vae_seconds
     extra = {
         "recipe": asdict(cfg),
-        **({"continued_from": {"path": str(init_from), "recipe": earlier["recipe"], "seconds": earlier["seconds"], **({"continued_from": earlier["continued_from"]} if "continued_from" in earlier else {})}} if earlier else {}),
+        **(
+            {
+                "continued_from": {
+                    "path": str(init_from),
+                    "recipe": earlier["recipe"],
+                    "seconds": earlier["seconds"],
+                    **({"continued_from": earlier["continued_from"]} if "continued_from" in earlier else {}),
+                }
+            }
+            if earlier
+            else {}
+        ),
         "seconds": {"vae": round(vae_seconds, 1), "diffusion": round(time.perf_counter() - unet_started, 1), "total": round(total, 1)},
         "parameters": {
             "text_encoder": sum(p.numel() for p in text_encoder.parameters()),

@@ -41,7 +41,10 @@ def bench(package, target, size, steps, guidance, scheduler, repeats, warmup, th
     def fmt(spread) -> str:
         return f"{spread.median * 1000:9.1f} ms  (min {spread.minimum * 1000:.1f}, max {spread.maximum * 1000:.1f})"
 
-    click.echo(f"{result.package} on {result.target}: {result.size}, {result.steps} steps, guidance {result.guidance:g}, {result.scheduler}, median of {result.repeats}")
+    click.echo(
+        f"{result.package} on {result.target}: {result.size}, {result.steps} steps, "
+        f"guidance {result.guidance:g}, {result.scheduler}, median of {result.repeats}"
+    )
     click.echo(f"  text encoder   {fmt(result.text_encoder_s)}")
     click.echo(f"  UNet per step  {fmt(result.unet_step_s)}")
     click.echo(f"  VAE decoder    {fmt(result.vae_decoder_s)}")

@@ -46,9 +46,9 @@ def eval_cmd(package, images_per_prompt, seed, limit, steps, guidance, scheduler
     PACKAGE defaults to the built-in model. Held-out prompts name colour x shape x position
     combinations the model never saw in training. The judge is pixel statistics, no model.
     """
+    from nanoedge.core.errors import InvalidRequestError
     from nanoedge.runtime import Pipeline
     from nanoedge.runtime.demo.evaluate import contact_sheet, evaluate, select_prompts
-    from nanoedge.core.errors import InvalidRequestError
 
     if images_per_prompt < 1:
         raise InvalidRequestError(f"--n must be at least 1, got {images_per_prompt}")
@@ -69,7 +69,10 @@ def eval_cmd(package, images_per_prompt, seed, limit, steps, guidance, scheduler
         sys.stdout.write("\n")
         return
     s = report.settings
-    click.echo(f"{s['package']}: {len(report.results)} prompts x {images_per_prompt} images, {s['steps']} steps, guidance {s['guidance']:g}, scheduler {s['scheduler']}, seed {seed}")
+    click.echo(
+        f"{s['package']}: {len(report.results)} prompts x {images_per_prompt} images, "
+        f"{s['steps']} steps, guidance {s['guidance']:g}, scheduler {s['scheduler']}, seed {seed}"
+    )
     click.echo(_table(report))
     if sheet:
         click.echo(f"wrote {sheet}")

@@ -16,13 +16,23 @@ from .common import handle_errors
 @click.option("-o", "--output", required=True, type=click.Path(), help="Package folder to write (must not exist unless --overwrite).")
 @click.option("--static-shape", metavar="WxH", default=None, help="Fix height/width (NPUs need it), e.g. 512x512.")
 @click.option("--batch", type=int, default=1, show_default=True, help="Batch size fixed by --static-shape.")
-@click.option("--target", default=None, help="Prepare graphs for this target (e.g. qnn: folds static-shape graphs so the NPU takes them whole).")
+@click.option(
+    "--target", default=None, help="Prepare graphs for this target (e.g. qnn: folds static-shape graphs so the NPU takes them whole)."
+)
 @click.option("--exporter", type=click.Choice(["torchscript", "dynamo"]), default="torchscript", show_default=True)
 @click.option("--opset", type=int, default=17, show_default=True)
-@click.option("--tolerance", type=float, default=1e-3, show_default=True, help="Allowed ONNX-vs-PyTorch max abs difference, relative to max(1, |reference|).")
+@click.option(
+    "--tolerance",
+    type=float,
+    default=1e-3,
+    show_default=True,
+    help="Allowed ONNX-vs-PyTorch max abs difference, relative to max(1, |reference|).",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Weight seed for preset:NAME sources.")
 @click.option("--id", "model_id", default=None, help="Model id written into the manifest (default: the source's name).")
-@click.option("--output-sizes", default=None, metavar="WxH,...", help="Extra sizes served by resizing the native image, e.g. 512x512,768x768.")
+@click.option(
+    "--output-sizes", default=None, metavar="WxH,...", help="Extra sizes served by resizing the native image, e.g. 512x512,768x768."
+)
 @click.option("--default-steps", type=int, default=None, help="Steps the package defaults to (default: the source's).")
 @click.option("--default-guidance", type=float, default=None, help="Guidance the package defaults to (default: the source's).")
 @click.option("--vae-decoder", "vae_decoder", default=None, metavar="SOURCE",
@@ -34,7 +44,25 @@ from .common import handle_errors
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists (atomically, at the end).")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest summary as JSON.")
 @handle_errors
-def export(source, output, static_shape, batch, target, exporter, opset, tolerance, seed, model_id, output_sizes, default_steps, default_guidance, vae_decoder, fuse_attention, overwrite, as_json):
+def export(
+    source,
+    output,
+    static_shape,
+    batch,
+    target,
+    exporter,
+    opset,
+    tolerance,
+    seed,
+    model_id,
+    output_sizes,
+    default_steps,
+    default_guidance,
+    vae_decoder,
+    fuse_attention,
+    overwrite,
+    as_json,
+):
     """Export a diffusers checkpoint to an ONNX package.
 
     SOURCE is a local diffusers folder, a hub id (owner/name) or preset:NAME
@@ -77,7 +105,10 @@ def export(source, output, static_shape, batch, target, exporter, opset, toleran
         elif name == "load:decoder":
             click.echo(f"      decoder from {info['source']}", err=True)
         elif name == "export:vae_decoder":
-            click.echo(f"[4/5] VAE decoder, {info.get('decoder', 'AutoencoderKL')} ({info['parameters'] / 1e6:.1f} M params): export + check", err=True)
+            click.echo(
+                f"[4/5] VAE decoder, {info.get('decoder', 'AutoencoderKL')} ({info['parameters'] / 1e6:.1f} M params): export + check",
+                err=True,
+            )
         elif name.endswith(":done") and name.startswith("export:"):
             click.echo(f"      ok in {info['seconds']:.1f} s, max |onnx - torch| = {info['max_abs_diff']:.2e}", err=True)
         elif name == "write":

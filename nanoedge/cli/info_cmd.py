@@ -53,7 +53,9 @@ def info(package, as_json, verify):
         check_text = f"  max|onnx-torch| {check:.1e}" if check is not None else ""
         fused = comp.get("fused_attention")
         fused_text = f"  attention fused x{fused} (CPU/GPU)" if fused else ""
-        click.echo(f"    {name:<13}{params / 1e6:9.1f} M params  {comp.get('precision', '?'):<6}{_human_bytes(size):>11}{check_text}{fused_text}")
+        click.echo(
+            f"    {name:<13}{params / 1e6:9.1f} M params  {comp.get('precision', '?'):<6}{_human_bytes(size):>11}{check_text}{fused_text}"
+        )
     click.echo(f"    {'total':<13}{total_params / 1e6:9.1f} M params")
     decoder = manifest.decoder()
     shift = f" + {decoder['shift_factor']:g}" if decoder["shift_factor"] else ""

@@ -45,10 +45,14 @@ class StageProgress:
 @click.argument("package", type=click.Path(file_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(), help="Package folder to write (must not exist unless --overwrite).")
 @click.option("--scheme", type=click.Choice(SCHEMES), default="int8", show_default=True, help="Scheme for every component (see below).")
-@click.option("--text-encoder", "text_encoder", type=click.Choice(COMPONENT_SCHEMES), default=None, help="Scheme for the text encoder only.")
+@click.option(
+    "--text-encoder", "text_encoder", type=click.Choice(COMPONENT_SCHEMES), default=None, help="Scheme for the text encoder only."
+)
 @click.option("--unet", type=click.Choice(COMPONENT_SCHEMES), default=None, help="Scheme for the UNet only.")
 @click.option("--vae-decoder", "vae_decoder", type=click.Choice(COMPONENT_SCHEMES), default=None, help="Scheme for the VAE decoder only.")
-@click.option("--prompts", "prompts_file", type=click.Path(dir_okay=False), default=None, help="Prompt file, one per line (default: the shipped set).")
+@click.option(
+    "--prompts", "prompts_file", type=click.Path(dir_okay=False), default=None, help="Prompt file, one per line (default: the shipped set)."
+)
 @click.option("--calibration-prompts", type=int, default=16, show_default=True, help="Prompts from the top of the file to calibrate on.")
 @click.option("--eval-prompts", type=int, default=4, show_default=True, help="Held-out prompts from the bottom of the file for the report.")
 @click.option("--size", default=None, help="WxH to calibrate and measure at (default: the package's).")
@@ -56,15 +60,36 @@ class StageProgress:
 @click.option("--guidance", type=float, default=None, help="Guidance scale (> 1; default: the package's).")
 @click.option("--scheduler", default=None, help="Scheduler for calibration runs (default: the package's).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the first prompt (prompt i uses seed + i).")
-@click.option("--weight-type", type=click.Choice(WEIGHT_TYPES), default="auto", show_default=True, help="INT8 weight type for int8/dynamic; auto picks by CPU (VNNI).")
+@click.option(
+    "--weight-type",
+    type=click.Choice(WEIGHT_TYPES),
+    default="auto",
+    show_default=True,
+    help="INT8 weight type for int8/dynamic; auto picks by CPU (VNNI).",
+)
 @click.option("--min-psnr", type=float, default=30.0, show_default=True, help="Gate: end-to-end image PSNR vs FP32, dB.")
 @click.option("--min-responsiveness", type=float, default=0.85, show_default=True, help="Gate: std(cond-uncond) ratio vs FP32.")
-@click.option("--max-size-ratio", type=float, default=0.35, show_default=True, help="Mixed precision may grow each component up to this fraction of its FP32 bytes.")
+@click.option(
+    "--max-size-ratio",
+    type=float,
+    default=0.35,
+    show_default=True,
+    help="Mixed precision may grow each component up to this fraction of its FP32 bytes.",
+)
 @click.option("--no-mixed-precision", is_flag=True, help="Fail at once when the gate is missed instead of keeping nodes in float.")
 @click.option("--max-attempts", type=int, default=4, show_default=True, help="Mixed-precision candidates to try at most.")
-@click.option("--report-samples", type=int, default=16, show_default=True, help="Held-out calls per component for the per-component figures.")
-@click.option("--sensitivity-samples", type=int, default=4, show_default=True, help="Calibration calls per component for the sensitivity ranking.")
-@click.option("--calibration-dir", type=click.Path(file_okay=False), default=None, help="Keep recorded trajectories here and reuse them when settings match.")
+@click.option(
+    "--report-samples", type=int, default=16, show_default=True, help="Held-out calls per component for the per-component figures."
+)
+@click.option(
+    "--sensitivity-samples", type=int, default=4, show_default=True, help="Calibration calls per component for the sensitivity ranking."
+)
+@click.option(
+    "--calibration-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Keep recorded trajectories here and reuse them when settings match.",
+)
 @click.option("--work-dir", type=click.Path(file_okay=False), default=None, help="Scratch folder (default: the system temp folder).")
 @click.option("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: all cores).")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists (atomically, at the end).")
@@ -127,7 +152,9 @@ def quantize(package, output, scheme, text_encoder, unet, vae_decoder, prompts_f
             sys.stdout.write("\n")
         else:
             for attempt in missed.attempts:
-                click.echo(f"  {attempt['attempt']:<14} {attempt['float_nodes']:>4} nodes float: {'; '.join(attempt['shortfalls'])}", err=True)
+                click.echo(
+                    f"  {attempt['attempt']:<14} {attempt['float_nodes']:>4} nodes float: {'; '.join(attempt['shortfalls'])}", err=True
+                )
         raise
     progress.close()
     section = result.manifest.quantization or {}
@@ -148,4 +175,6 @@ def quantize(package, output, scheme, text_encoder, unet, vae_decoder, prompts_f
         click.echo(line)
     floats = summary["float_nodes"]
     kept = ", ".join(f"{name} {count}" for name, count in floats.items()) or "none"
-    click.echo(f"wrote {result.manifest.root} in {result.seconds:.0f} s (gate passed: {result.attempts[-1]['attempt']}; nodes kept float: {kept})")
+    click.echo(
+        f"wrote {result.manifest.root} in {result.seconds:.0f} s (gate passed: {result.attempts[-1]['attempt']}; nodes kept float: {kept})"
+    )

@@ -32,11 +32,15 @@ def read_api_keys(flag_keys: tuple[str, ...], key_file: str | None) -> tuple[str
         try:
             text = Path(key_file).read_text(encoding="utf-8")
         except OSError as exc:
-            raise InvalidRequestError(f"cannot read --api-key-file {key_file}: {exc.strerror}", hint="give a readable file with one key per line") from None
+            raise InvalidRequestError(
+                f"cannot read --api-key-file {key_file}: {exc.strerror}", hint="give a readable file with one key per line"
+            ) from None
         keys += [line.split("#", 1)[0].strip() for line in text.splitlines()]
     for key in keys:
         if key and any(c.isspace() for c in key):
-            raise InvalidRequestError("an API key contains whitespace", hint="keys are sent as 'Authorization: Bearer KEY'; remove spaces from them")
+            raise InvalidRequestError(
+                "an API key contains whitespace", hint="keys are sent as 'Authorization: Bearer KEY'; remove spaces from them"
+            )
     return tuple(dict.fromkeys(k for k in keys if k))
 
 
@@ -50,7 +54,9 @@ def bind_socket(host: str, port: int) -> socket.socket:
         sock.bind((host.strip("[]"), port))
     except OSError as exc:
         sock.close()
-        raise NanoedgeError(f"cannot listen on {host}:{port}: {exc.strerror}", hint="pick another --port (0 picks a free one), or stop what uses it") from None
+        raise NanoedgeError(
+            f"cannot listen on {host}:{port}: {exc.strerror}", hint="pick another --port (0 picks a free one), or stop what uses it"
+        ) from None
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
@@ -58,22 +64,60 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 @click.command()
 @click.option("-m", "--model", "package", default=None, help="Package folder (default: the built-in model).")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; anything but loopback needs an API key or --allow-unauthenticated-remote.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to bind; anything but loopback needs an API key or --allow-unauthenticated-remote.",
+)
 @click.option("--port", type=int, default=8000, show_default=True, help="Port (0 picks a free one and prints it).")
 @click.option("--target", default="cpu", show_default=True, help="Execution target (cpu, cuda, auto...).")
 @click.option("--alias", "aliases", multiple=True, help="Another model name clients may send, e.g. nano-banana-2 (repeatable).")
-@click.option("--api-key", "api_keys", multiple=True, help="Accepted bearer key (repeatable; also NANOEDGE_API_KEYS=k1,k2 and --api-key-file).")
+@click.option(
+    "--api-key", "api_keys", multiple=True, help="Accepted bearer key (repeatable; also NANOEDGE_API_KEYS=k1,k2 and --api-key-file)."
+)
 @click.option("--api-key-file", type=click.Path(dir_okay=False), default=None, help="File with one accepted key per line.")
-@click.option("--allow-unauthenticated-remote", is_flag=True, help="Allow a non-loopback --host without API keys (anyone who reaches the port can use it).")
+@click.option(
+    "--allow-unauthenticated-remote",
+    is_flag=True,
+    help="Allow a non-loopback --host without API keys (anyone who reaches the port can use it).",
+)
 @click.option("--max-queue", type=click.IntRange(1), default=32, show_default=True, help="Waiting requests before answering 429.")
-@click.option("--max-batch", type=click.IntRange(1), default=4, show_default=True, help="Images generated together in one UNet batch (1 disables batching).")
-@click.option("--request-timeout", type=click.FloatRange(min=1), default=600.0, show_default=True, help="Seconds before a request is answered 504.")
-@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Seeded-result cache folder [default: NANOEDGE_CACHE_DIR or ~/.cache/nanoedge, /server-images].")
-@click.option("--cache-max-mb", type=click.FloatRange(min=0), default=512.0, show_default=True, help="Cache size bound; 0 disables the cache.")
-@click.option("--files-dir", type=click.Path(file_okay=False), default=None, help="Where response_format=url images are kept [default: a temporary folder].")
+@click.option(
+    "--max-batch",
+    type=click.IntRange(1),
+    default=4,
+    show_default=True,
+    help="Images generated together in one UNet batch (1 disables batching).",
+)
+@click.option(
+    "--request-timeout", type=click.FloatRange(min=1), default=600.0, show_default=True, help="Seconds before a request is answered 504."
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Seeded-result cache folder [default: NANOEDGE_CACHE_DIR or ~/.cache/nanoedge, /server-images].",
+)
+@click.option(
+    "--cache-max-mb", type=click.FloatRange(min=0), default=512.0, show_default=True, help="Cache size bound; 0 disables the cache."
+)
+@click.option(
+    "--files-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where response_format=url images are kept [default: a temporary folder].",
+)
 @click.option("--files-ttl", type=click.FloatRange(min=1), default=3600.0, show_default=True, help="Seconds an image URL stays valid.")
-@click.option("--files-max-mb", type=click.FloatRange(min=1), default=1024.0, show_default=True, help="Size bound of the image files folder.")
-@click.option("--max-pixels", type=click.IntRange(1), default=None, help="Largest area generated directly; larger sizes are generated at the native area and resized [default: the package's native area].")
+@click.option(
+    "--files-max-mb", type=click.FloatRange(min=1), default=1024.0, show_default=True, help="Size bound of the image files folder."
+)
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(1),
+    default=None,
+    help="Largest area generated directly; larger sizes are generated at the native area and resized [default: the package's native area].",
+)
 @click.option("--public-url", default=None, help="URL prefix for image URLs when behind a proxy, e.g. https://box.local.")
 @click.option("--threads", type=click.IntRange(1), default=None, help="onnxruntime intra-op threads (default: all cores).")
 @click.option("--two-pass", is_flag=True, help="Run guidance as two UNet passes (lower memory).")
@@ -90,9 +134,9 @@ def serve(package, host, port, target, aliases, api_keys, api_key_file, allow_un
 
     require("starlette", "serve")
     uvicorn = require("uvicorn", "serve")
-    from nanoedge.runtime.default_model import default_package_path
-    from nanoedge.core.settings import cache_dir as nanoedge_cache_dir
     from nanoedge.core.manifest import Manifest
+    from nanoedge.core.settings import cache_dir as nanoedge_cache_dir
+    from nanoedge.runtime.default_model import default_package_path
     from nanoedge.runtime.pipeline import Pipeline
     from nanoedge.runtime.server import ServerSettings, create_app
     from nanoedge.runtime.server.settings import is_loopback
@@ -155,8 +199,12 @@ def serve(package, host, port, target, aliases, api_keys, api_key_file, allow_un
     sock = bind_socket(host, port)
     bound_port = sock.getsockname()[1]
     shown_host = f"[{host}]" if ":" in host else host
-    click.echo(f"nanoedge serve: {manifest.id} on http://{shown_host}:{bound_port}/v1 (names: {', '.join(dict.fromkeys([manifest.id, *manifest.aliases, *aliases]))}; "
-               f"{'API keys required' if keys else 'no API key needed'}); loading...", err=True)
+    click.echo(
+        f"nanoedge serve: {manifest.id} on http://{shown_host}:{bound_port}/v1 (names: "
+        f"{', '.join(dict.fromkeys([manifest.id, *manifest.aliases, *aliases]))}; "
+        f"{'API keys required' if keys else 'no API key needed'}); loading...",
+        err=True,
+    )
     try:
         server.run(sockets=[sock])
     finally:

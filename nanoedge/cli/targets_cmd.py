@@ -21,7 +21,9 @@ def targets(as_json):
     for name in known_targets():
         profile = get_profile(name)
         status = detect(profile)
-        rows.append({**profile.as_dict(), "usable": status.usable, "simulated": status.simulated, "reason": status.reason, "install": status.hint})
+        rows.append(
+            {**profile.as_dict(), "usable": status.usable, "simulated": status.simulated, "reason": status.reason, "install": status.hint}
+        )
     if as_json:
         json.dump(rows, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -68,7 +70,10 @@ def check(package, target_name, as_json):
                 click.echo(f"  {c.component:<13} could not be placed: {c.error}")
                 continue
             ops = ", ".join(f"{op} x{n}" for op, n in c.fallback_ops.items()) or "none"
-            click.echo(f"  {c.component:<13} {c.accelerator_nodes}/{c.total_nodes} nodes on {profile.accelerator} ({c.fraction:.1%}); CPU fallback: {ops}")
+            click.echo(
+                f"  {c.component:<13} {c.accelerator_nodes}/{c.total_nodes} nodes "
+                f"on {profile.accelerator} ({c.fraction:.1%}); CPU fallback: {ops}"
+            )
         for problem in report.problems:
             click.echo(f"  problem: {problem}")
         verdict = "OK" if report.ok else "NOT OK"

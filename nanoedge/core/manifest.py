@@ -84,7 +84,9 @@ class Manifest:
 
     def _root(self) -> Path:
         if self.root is None:
-            raise PackageError("this manifest describes no package folder yet", hint="write the package first (a nanoedge bug if you see this)")
+            raise PackageError(
+                "this manifest describes no package folder yet", hint="write the package first (a nanoedge bug if you see this)"
+            )
         return self.root
 
     # -- sections ----------------------------------------------------------------------------
@@ -243,7 +245,9 @@ class Manifest:
     def update_quantization(self, **fields: Any) -> None:
         """Add entries (report, attempts, timing) to an already recorded quantization section."""
         if self._data.get("quantization") is None:
-            raise PackageError("this package has no quantization section to update", hint="record_quantization first (a nanoedge bug if you see this)")
+            raise PackageError(
+                "this package has no quantization section to update", hint="record_quantization first (a nanoedge bug if you see this)"
+            )
         self._data["quantization"].update(fields)
 
     def mark_compiled(self, target: str, plugin_version: str | None) -> None:

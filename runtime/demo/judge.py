@@ -91,7 +91,9 @@ def _template(shape: str, box: tuple[int, int, int, int]) -> np.ndarray:
 def analyse(image: "Image.Image | np.ndarray") -> tuple[dict[str, str | None], int, dict[str, float]]:
     """The colour, shape and position the image shows (None where no object is found)."""
     pixels = _as_array(image)
-    border = np.concatenate([pixels[:2].reshape(-1, 3), pixels[-2:].reshape(-1, 3), pixels[:, :2].reshape(-1, 3), pixels[:, -2:].reshape(-1, 3)])
+    border = np.concatenate(
+        [pixels[:2].reshape(-1, 3), pixels[-2:].reshape(-1, 3), pixels[:, :2].reshape(-1, 3), pixels[:, -2:].reshape(-1, 3)]
+    )
     background = np.median(border, axis=0)
     distance = np.linalg.norm(pixels - background, axis=-1)
     raw = distance > FOREGROUND_DISTANCE

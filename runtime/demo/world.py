@@ -254,7 +254,13 @@ def training_captions(seed: int, count: int) -> list[str]:
 def vocabulary() -> list[str]:
     """Every word any caption can contain (the tokenizer's vocabulary, special tokens aside)."""
     words: set[str] = set()
-    phrases = [*_SIZE_WORDS.values(), *_COLOUR_WORDS.values(), *_SHAPE_WORDS.values(), *_BACKGROUND_WORDS.values(), *_POSITION_PHRASES.values()]
+    phrases = [
+        *_SIZE_WORDS.values(),
+        *_COLOUR_WORDS.values(),
+        *_SHAPE_WORDS.values(),
+        *_BACKGROUND_WORDS.values(),
+        *_POSITION_PHRASES.values(),
+    ]
     for group in phrases:
         for phrase in group:
             words.update(phrase.split())
@@ -290,7 +296,13 @@ def parse_prompt(prompt: str) -> dict[str, str | None]:
                     best = (at, name)
         return best[1] if best else None
 
-    position_words = {"left": ("left",), "right": ("right",), "top": ("top", "upper"), "bottom": ("bottom", "lower"), "centre": ("centre", "center", "middle")}
+    position_words = {
+        "left": ("left",),
+        "right": ("right",),
+        "top": ("top", "upper"),
+        "bottom": ("bottom", "lower"),
+        "centre": ("centre", "center", "middle"),
+    }
     return {
         "colour": find(_COLOUR_WORDS),
         "shape": find(_SHAPE_WORDS),

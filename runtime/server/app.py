@@ -70,7 +70,9 @@ class ServerState:
             self.service = service
             if self.status == "loading":
                 self.status = "ready"
-            log.info("model %s ready in %.1f s (names: %s)", service.model_id, time.perf_counter() - started, ", ".join(service.model_names))
+            log.info(
+                "model %s ready in %.1f s (names: %s)", service.model_id, time.perf_counter() - started, ", ".join(service.model_names)
+            )
         except BaseException as exc:  # reported on /readyz and to the CLI, which exits
             self.status = "failed"
             self.error = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
@@ -89,7 +91,11 @@ class ServerState:
         if self.status == "loading":
             raise unavailable("The model is still loading; retry in a moment.", "model_loading", self.settings.unavailable_retry_after_s)
         if self.status == "draining":
-            raise unavailable("The server is shutting down; retry in a moment (or on another instance).", "shutting_down", self.settings.unavailable_retry_after_s)
+            raise unavailable(
+                "The server is shutting down; retry in a moment (or on another instance).",
+                "shutting_down",
+                self.settings.unavailable_retry_after_s,
+            )
         raise unavailable("The model failed to load; the server log says why.", "model_failed", 60)
 
 
@@ -179,7 +185,9 @@ async def image_file(request: Request) -> Response:
     name = request.path_params["name"]
     path = service.files.path_of(name) if service is not None else None
     if path is None:
-        raise APIError(404, "No such image file: it never existed or has expired (URLs stay valid for a limited time).", code="file_not_found")
+        raise APIError(
+            404, "No such image file: it never existed or has expired (URLs stay valid for a limited time).", code="file_not_found"
+        )
     max_age = int(service.files.expires_in(name))
     return FileResponse(path, media_type=service.files.media_type(name), headers={"Cache-Control": f"private, max-age={max_age}"})
 
@@ -209,7 +217,12 @@ async def _http_error_handler(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         error = APIError(404, f"Invalid URL ({request.method} {request.url.path}): no such route on this server.", code="unknown_url")
     elif exc.status_code == 405:
-        error = APIError(405, f"Method {request.method} is not allowed for {request.url.path}.", code="method_not_allowed", headers=dict(exc.headers or {}))
+        error = APIError(
+            405,
+            f"Method {request.method} is not allowed for {request.url.path}.",
+            code="method_not_allowed",
+            headers=dict(exc.headers or {}),
+        )
     else:
         error = APIError(exc.status_code, str(exc.detail), code=None)
     return _error_response(error)
@@ -261,7 +274,9 @@ class RequestContext:
                 await _error_response(internal_error(request_id), request_id)(scope, receive, send)
             status["code"] = 500
         finally:
-            self.state.metrics.observe_request(scope.get("method", ""), _route_label(scope, self.routes), status["code"], time.perf_counter() - started)
+            self.state.metrics.observe_request(
+                scope.get("method", ""), _route_label(scope, self.routes), status["code"], time.perf_counter() - started
+            )
 
     def _check_auth(self, scope: Scope) -> APIError | None:
         path = scope.get("path", "")
@@ -290,7 +305,9 @@ def _route_label(scope: Scope, routes: list[BaseRoute]) -> str:
     return "unmatched"
 
 
-def create_app(source: PipelineSource, settings: ServerSettings | None = None, *, on_fatal: Callable[[BaseException], None] | None = None) -> Starlette:
+def create_app(
+    source: PipelineSource, settings: ServerSettings | None = None, *, on_fatal: Callable[[BaseException], None] | None = None
+) -> Starlette:
     """Build the ASGI app. ``source`` is a loaded Pipeline or a function that loads one (it is
     then called in a background thread at startup, so the server answers 503 meanwhile)."""
     settings = settings or ServerSettings()

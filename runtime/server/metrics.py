@@ -96,7 +96,10 @@ class Metrics:
             ]
             for (method, path, status), count in sorted(self.requests.items()):
                 out.append(f'nanoedge_requests_total{{method="{method}",path="{_escape(path)}",status="{status}"}} {count}')
-            out += ["# HELP nanoedge_request_duration_seconds Time to answer a request, by route.", "# TYPE nanoedge_request_duration_seconds histogram"]
+            out += [
+                "# HELP nanoedge_request_duration_seconds Time to answer a request, by route.",
+                "# TYPE nanoedge_request_duration_seconds histogram",
+            ]
             for path, histogram in sorted(self.latency.items()):
                 out += histogram.render("nanoedge_request_duration_seconds", f'path="{_escape(path)}"')
             out += [

@@ -173,7 +173,9 @@ class ImageService:
         except QueueFull as full:
             raise queue_full(full.retry_after_s) from None
         except WorkerStopped:
-            raise unavailable("The server is shutting down; retry in a moment.", "shutting_down", self.settings.unavailable_retry_after_s) from None
+            raise unavailable(
+                "The server is shutting down; retry in a moment.", "shutting_down", self.settings.unavailable_retry_after_s
+            ) from None
         result = await self._wait(job, disconnected)
         images = await asyncio.to_thread(encode_images, result.images, request.output_format, request.output_compression)
         cache_state = None
@@ -203,7 +205,11 @@ class ImageService:
             raise APIError(
                 504,
                 f"The request did not finish within the server's {self.settings.request_timeout_s:g} s limit"
-                + ("; it was still waiting in the queue, retry later." if not started else "; ask for fewer steps, fewer images or a smaller size."),
+                + (
+                    "; it was still waiting in the queue, retry later."
+                    if not started
+                    else "; ask for fewer steps, fewer images or a smaller size."
+                ),
                 type="server_error",
                 code="timeout",
                 headers={"x-should-retry": "true" if not started else "false"},

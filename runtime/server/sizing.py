@@ -59,7 +59,9 @@ class SizePlanner:
         low, high = self.rules.minimum, self.rules.maximum
         for side, name in ((size.width, "width"), (size.height, "height")):
             if not low <= side <= high:
-                raise invalid(f"size {size}: {name} {side} is outside {low}..{high} pixels; ask for a size such as {self._example()}", "size")
+                raise invalid(
+                    f"size {size}: {name} {side} is outside {low}..{high} pixels; ask for a size such as {self._example()}", "size"
+                )
             if side % 8:
                 raise invalid(f"size {size}: {name} {side} is not a multiple of 8; ask for a size such as {self._example()}", "size")
         if max(size.width, size.height) > 4 * min(size.width, size.height):

@@ -36,10 +36,20 @@ BUILTIN_STYLES: dict[str, Style] = {
     for s in (
         Style("vivid", "{prompt}, vivid colors, dramatic lighting, highly detailed, hyper-real", "dull, washed out, lowres"),
         Style("natural", "{prompt}, natural lighting, realistic, true-to-life colors", "oversaturated, cartoon, lowres"),
-        Style("realistic", "photo of {prompt}, photorealistic, natural lighting, sharp focus, detailed", "cartoon, drawing, painting, lowres"),
-        Style("anime", "anime style illustration of {prompt}, cel shading, clean line art, vibrant colors", "photo, photorealistic, 3d render, lowres"),
+        Style(
+            "realistic", "photo of {prompt}, photorealistic, natural lighting, sharp focus, detailed", "cartoon, drawing, painting, lowres"
+        ),
+        Style(
+            "anime",
+            "anime style illustration of {prompt}, cel shading, clean line art, vibrant colors",
+            "photo, photorealistic, 3d render, lowres",
+        ),
         Style("concept_art", "concept art of {prompt}, digital painting, cinematic composition, artstation", "photo, lowres, blurry"),
-        Style("minimalist", "minimalist design of {prompt}, simple shapes, flat colors, clean background", "cluttered, busy, detailed texture, lowres"),
+        Style(
+            "minimalist",
+            "minimalist design of {prompt}, simple shapes, flat colors, clean background",
+            "cluttered, busy, detailed texture, lowres",
+        ),
     )
 }
 

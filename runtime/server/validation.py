@@ -70,14 +70,20 @@ def parse_json_body(raw: bytes) -> dict[str, Any]:
     try:
         body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise invalid(f"The request body is not valid JSON ({exc.msg if hasattr(exc, 'msg') else 'bad encoding'}); send a JSON object.", None, "invalid_json") from None
+        raise invalid(
+            f"The request body is not valid JSON ({exc.msg if hasattr(exc, 'msg') else 'bad encoding'}); send a JSON object.",
+            None,
+            "invalid_json",
+        ) from None
     if not isinstance(body, dict):
         raise invalid("The request body must be a JSON object, such as {\"prompt\": \"a red bicycle\"}.", None, "invalid_json")
     return body
 
 
 def _type_name(value: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array", dict: "an object"}.get(type(value), type(value).__name__)
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array", dict: "an object"}.get(
+        type(value), type(value).__name__
+    )
 
 
 def _string(body: dict, name: str, *, max_chars: int, allow_empty: bool = True) -> str | None:
@@ -135,7 +141,11 @@ def parse_image_request(body: dict[str, Any], styles: StyleBook) -> ImageRequest
         value = body.get(name)
         if value is not None and (value not in neutral or type(value) is not type(neutral[0])):
             shown = ", ".join(json.dumps(v) for v in neutral)
-            raise invalid(f"'{name}'={json.dumps(value)} is not supported by this server (accepted: {shown}, or leave it out).", name, "unsupported_value")
+            raise invalid(
+                f"'{name}'={json.dumps(value)} is not supported by this server (accepted: {shown}, or leave it out).",
+                name,
+                "unsupported_value",
+            )
     for name in _FREE_TEXT:
         _string(body, name, max_chars=512)
 
@@ -154,7 +164,11 @@ def parse_image_request(body: dict[str, Any], styles: StyleBook) -> ImageRequest
 
     style = _string(body, "style", max_chars=64)
     if style is not None and styles.lookup(style) is None:
-        raise invalid(f"'style' {style!r} is not known; use one of {', '.join(styles.names())} (or a label such as 动漫, 写实风格).", "style", "invalid_value")
+        raise invalid(
+            f"'style' {style!r} is not known; use one of {', '.join(styles.names())} (or a label such as 动漫, 写实风格).",
+            "style",
+            "invalid_value",
+        )
 
     size = _string(body, "size", max_chars=32)
     return ImageRequest(

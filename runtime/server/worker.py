@@ -201,7 +201,9 @@ class InferenceWorker:
         self.stats.batches += 1
         self.stats.images += images
         per_image = elapsed / max(1, images)
-        self.stats.seconds_per_image = per_image if not self.stats.seconds_per_image else 0.8 * self.stats.seconds_per_image + 0.2 * per_image
+        self.stats.seconds_per_image = (
+            per_image if not self.stats.seconds_per_image else 0.8 * self.stats.seconds_per_image + 0.2 * per_image
+        )
         log.debug("batch of %d request(s), %d image(s) in %.2f s", len(batch), images, elapsed)
         if self._on_batch is not None:
             self._on_batch(images, elapsed)
