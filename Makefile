@@ -21,9 +21,12 @@ demo: install
 	$(PYTHON) -m nanoedge generate "a red circle on the left" -m demo/pkg-int8 --size 512x512 -o demo/red-circle.png --seed 1
 	$(PYTHON) -m nanoedge generate "a blue square at the top" -o demo/blue-square.png --seed 1
 
-# pytest exits 5 when it collected no test: that must fail, not pass silently.
+# pytest exits 5 when it collected no test: that must fail, not pass silently. The first line
+# names the CPU (vendor, model, ISA): results differ by CPU, and skips name what the CPU lacks
+# (-ra lists every skip with its reason at the end).
 test: install
-	$(PYTHON) -m pytest -q; rc=$$?; \
+	@$(PYTHON) -c "from nanoedge.targets.cpuinfo import main; main()"
+	$(PYTHON) -m pytest -q -ra; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 test-slow: install

@@ -10,6 +10,7 @@ import logging
 import os
 from dataclasses import dataclass
 
+from .cpuinfo import cpu_info
 from .plugins import plugin_devices
 from .profiles import TargetProfile
 
@@ -41,7 +42,7 @@ def detect(profile: TargetProfile) -> TargetStatus:
         except Exception as exc:  # a broken plugin install must not crash `nanoedge targets`
             return TargetStatus(False, f"{profile.accelerator} could not be registered: {exc}", f"reinstall {profile.pip_package}")
         if not devices:
-            return TargetStatus(False, f"{profile.accelerator} registered but reports no device", None)
+            return _no_device(profile)
         kinds = sorted({str(d.device.type).split(".")[-1] for d in devices})
         # Qualcomm's HTP on an x86-64 host is the simulator; OpenVINO's CPU device is the real CPU.
         simulated = profile.plugin == "onnxruntime_qnn" and os.uname().machine in ("x86_64", "AMD64")
@@ -64,6 +65,18 @@ def detect(profile: TargetProfile) -> TargetStatus:
             f"install {profile.pip_package}",
         )
     return TargetStatus(True, f"{', '.join(accelerators)} available", providers=tuple(accelerators) + ("CPUExecutionProvider",))
+
+
+def _no_device(profile: TargetProfile) -> TargetStatus:
+    """A plugin that loads but offers no device: say why when the CPU's vendor explains it."""
+    vendor = cpu_info().vendor
+    instead = f"use --target {profile.instead}" if profile.instead else None
+    if profile.cpu_vendors and vendor not in profile.cpu_vendors:
+        allowed = " and ".join(profile.cpu_vendors)
+        return TargetStatus(
+            False, f"unavailable on this {vendor} CPU ({profile.pip_package} offers devices on {allowed} CPUs only)", instead
+        )
+    return TargetStatus(False, f"{profile.accelerator} registered but reports no device on this {vendor} CPU", instead)
 
 
 def detect_all(profiles: list[TargetProfile]) -> dict[str, TargetStatus]:

@@ -40,6 +40,11 @@ class TargetProfile:
     session_config: dict[str, str] = field(default_factory=dict)
     cache: str | None = None  # what `nanoedge compile` / the provider caches for fast start
     notes: str = ""
+    # CPU vendors the provider offers its device on (empty: any). onnxruntime's OpenVINO plugin
+    # lists no device on an AMD CPU whatever its ISA, so detection names the vendor and
+    # ``instead`` (another target) rather than reporting a bare "no device".
+    cpu_vendors: tuple[str, ...] = ()
+    instead: str | None = None
 
     @property
     def accelerator(self) -> str:
@@ -57,6 +62,8 @@ class TargetProfile:
             "full_offload": self.full_offload,
             "cache": self.cache,
             "notes": self.notes,
+            "cpu_vendors": list(self.cpu_vendors),
+            "instead": self.instead,
         }
 
 
@@ -137,6 +144,8 @@ _PROFILES: dict[str, TargetProfile] = {
             pip_package="onnxruntime-ep-openvino",
             plugin="onnxruntime_ep_openvino",
             plugin_device={"ov_device": "CPU"},
+            cpu_vendors=("Intel",),
+            instead="cpu",
             cache="OpenVINO model cache (NANOEDGE_CACHE_DIR/openvino-cpu; NANOEDGE_OPENVINO_CACHE=0 turns it off)",
             notes="OpenVINO runs float ops in BF16 on CPUs with AMX or AVX-512-BF16 (its default; images differ from FP32 "
             "by ~49 dB PSNR per UNet step); NANOEDGE_OPENVINO_PRECISION=f32 keeps FP32 (slower). Ops OpenVINO lacks run "

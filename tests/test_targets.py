@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
@@ -32,6 +33,11 @@ def test_targets_command_lists_all_with_reasons():
         assert row["reason"], name
         if not row["usable"]:
             assert row["install"] or name == "jetson", name
+    from nanoedge.targets.cpuinfo import cpu_info
+
+    if cpu_info().vendor != "Intel" and not rows["openvino-cpu"]["usable"]:
+        assert rows["openvino-cpu"]["reason"].startswith(f"unavailable on this {cpu_info().vendor} CPU")
+        assert rows["openvino-cpu"]["install"] == "use --target cpu"
 
 
 def test_qnn_usable_when_plugin_installed():
@@ -104,8 +110,15 @@ def test_export_for_qnn_folds_shape_arithmetic(tmp_path: Path):
 
 
 def _openvino_cpu_usable() -> None:
+    """Skip only where the CPU cannot have the device; on an Intel CPU a missing device fails."""
+    from nanoedge.targets.cpuinfo import cpu_info
+
     pytest.importorskip("onnxruntime_ep_openvino")
-    status = detect(get_profile("openvino-cpu"))
+    profile = get_profile("openvino-cpu")
+    vendor = cpu_info().vendor
+    if vendor not in profile.cpu_vendors:
+        pytest.skip(f"no OpenVINO CPU device: onnxruntime-ep-openvino offers none on this {vendor} CPU (Intel only)")
+    status = detect(profile)
     assert status.usable, status.reason
     assert not status.simulated  # the real CPU, unlike QNN's x86-64 HTP simulator
 
@@ -182,3 +195,125 @@ def test_openvino_device_override_reaches_the_in_tree_provider(monkeypatch):
     assert _provider_options(profile, "OpenVINOExecutionProvider")["device_type"] == "NPU"
     monkeypatch.setenv("NANOEDGE_OPENVINO_DEVICE", "gpu")
     assert _provider_options(profile, "OpenVINOExecutionProvider")["device_type"] == "GPU"
+
+
+# -- the openvino-cpu logic without its device (runs on every CPU) -----------------------------
+
+
+class _FakeDevice:
+    """What ``onnxruntime.get_ep_devices()`` returns, reduced to the fields we read."""
+
+    def __init__(self, ep_name: str, ov_device: str | None) -> None:
+        self.ep_name = ep_name
+        self.ep_metadata = {"ov_device": ov_device} if ov_device else {}
+        self.device = type("HardwareDevice", (), {"type": "OrtHardwareDeviceType." + (ov_device or "CPU")})()
+
+
+def _cpu(vendor: str):
+    from nanoedge.targets.cpuinfo import CpuInfo
+
+    return CpuInfo(arch="x86_64", vendor=vendor, model=f"{vendor} test CPU", flags=frozenset({"avx2", "avx512f", "avx512_vnni"}))
+
+
+def test_openvino_cpu_picks_only_the_plugins_cpu_device(monkeypatch):
+    import onnxruntime as ort
+
+    from nanoedge.targets import plugins
+
+    monkeypatch.setattr(plugins, "register", lambda profile: None)
+    offered = [
+        _FakeDevice("CPUExecutionProvider", None),
+        _FakeDevice("OpenVINOExecutionProvider", "GPU"),
+        _FakeDevice("OpenVINOExecutionProvider", "CPU"),
+        _FakeDevice("OpenVINOExecutionProvider", "NPU"),
+    ]
+    monkeypatch.setattr(ort, "get_ep_devices", lambda: offered)
+    assert plugins.plugin_devices(get_profile("openvino-cpu")) == [offered[2]]
+
+
+@pytest.mark.parametrize("vendor", ["AMD", "Hygon"])
+def test_openvino_cpu_on_another_vendor_says_why_and_what_instead(monkeypatch, vendor):
+    detect_module = importlib.import_module("nanoedge.targets.detect")
+
+    pytest.importorskip("onnxruntime_ep_openvino")
+    monkeypatch.setattr(detect_module, "plugin_devices", lambda profile: [])
+    monkeypatch.setattr(detect_module, "cpu_info", lambda: _cpu(vendor))
+    status = detect(get_profile("openvino-cpu"))
+    assert not status.usable
+    assert status.reason == f"unavailable on this {vendor} CPU (onnxruntime-ep-openvino offers devices on Intel CPUs only)"
+    assert status.hint == "use --target cpu"
+
+
+def test_openvino_cpu_without_a_device_on_intel_is_not_blamed_on_the_vendor(monkeypatch):
+    detect_module = importlib.import_module("nanoedge.targets.detect")
+
+    pytest.importorskip("onnxruntime_ep_openvino")
+    monkeypatch.setattr(detect_module, "plugin_devices", lambda profile: [])
+    monkeypatch.setattr(detect_module, "cpu_info", lambda: _cpu("Intel"))
+    status = detect(get_profile("openvino-cpu"))
+    assert not status.usable and "reports no device on this Intel CPU" in status.reason
+
+
+def test_auto_skips_openvino_cpu_when_it_has_no_device(monkeypatch, tiny_package: Path):
+    from nanoedge.core.manifest import Manifest
+    detect_module = importlib.import_module("nanoedge.targets.detect")
+
+    monkeypatch.setattr(detect_module, "plugin_devices", lambda profile: [])
+    monkeypatch.setattr(detect_module, "cpu_info", lambda: _cpu("AMD"))
+    assert resolve_target("auto", Manifest.load(tiny_package)).name == "cpu"
+
+
+def test_openvino_cpu_options_threads_cache_and_precision(monkeypatch, tmp_path: Path):
+    from nanoedge.runtime import InvalidRequestError
+    from nanoedge.targets.plugins import plugin_provider_options
+
+    profile = get_profile("openvino-cpu")
+    monkeypatch.setenv("NANOEDGE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("NANOEDGE_OPENVINO_PRECISION", "BF16")
+    options = plugin_provider_options(profile, threads=2)
+    assert options["num_of_threads"] == "2"
+    config = json.loads(options["load_config"])["CPU"]
+    assert config == {"CACHE_DIR": str(tmp_path / "openvino-cpu"), "INFERENCE_PRECISION_HINT": "bf16"}
+    assert (tmp_path / "openvino-cpu").is_dir()
+
+    monkeypatch.setenv("NANOEDGE_OPENVINO_CACHE", "0")
+    monkeypatch.setenv("NANOEDGE_OPENVINO_PRECISION", "fp32")
+    assert json.loads(plugin_provider_options(profile)["load_config"]) == {"CPU": {"INFERENCE_PRECISION_HINT": "f32"}}
+    monkeypatch.delenv("NANOEDGE_OPENVINO_PRECISION")
+    assert "load_config" not in plugin_provider_options(profile)
+
+    monkeypatch.setenv("NANOEDGE_OPENVINO_PRECISION", "int4")
+    with pytest.raises(InvalidRequestError, match="NANOEDGE_OPENVINO_PRECISION") as err:
+        plugin_provider_options(profile)
+    assert "f32" in err.value.hint
+
+
+# -- CPU identification -------------------------------------------------------------------------
+
+_CPUINFO = {
+    "intel-amx": ("GenuineIntel", "Intel(R) Xeon(R) Platinum 8488C", "fma avx2 avx512f avx512_vnni avx512_bf16 amx_int8 amx_bf16", "AMX"),
+    "amd-zen4": ("AuthenticAMD", "AMD EPYC 9R14", "fma avx2 avx512f avx512_vnni avx512_bf16", "AVX-512-VNNI+BF16"),
+    "amd-zen3": ("AuthenticAMD", "AMD EPYC 7R13 Processor", "fma avx2", "AVX2"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_CPUINFO))
+def test_cpuinfo_reads_vendor_model_and_isa(name):
+    from nanoedge.targets.cpuinfo import parse_cpuinfo
+
+    vendor_id, model, flags, kind = _CPUINFO[name]
+    block = f"processor\t: 0\nvendor_id\t: {vendor_id}\nmodel name\t: {model}\nflags\t\t: fpu sse {flags}\n"
+    info = parse_cpuinfo(block + "\n" + block.replace(": 0", ": 1"), "x86_64")
+    assert info.vendor == {"GenuineIntel": "Intel", "AuthenticAMD": "AMD"}[vendor_id]
+    assert info.model == model and info.kind == kind
+    assert info.has("AVX2") and info.has("avx2")
+    assert info.has("AMX-INT8") == ("amx_int8" in flags)
+    assert info.describe().startswith(f"{model} ({info.vendor}, x86_64): AVX2 FMA")
+
+
+def test_cpuinfo_reads_an_arm_cpu():
+    from nanoedge.targets.cpuinfo import parse_cpuinfo
+
+    text = "processor\t: 0\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd aes asimddp i8mm bf16\nCPU implementer\t: 0x41\n"
+    info = parse_cpuinfo(text, "aarch64")
+    assert (info.vendor, info.features, info.kind) == ("Arm", ("NEON", "DOTPROD", "I8MM", "BF16"), "ARM64+I8MM")
