@@ -34,8 +34,14 @@ from .tokenizer import PromptTokenizer
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int], None]
+# cancel(): polled before every denoising step and before decoding; True stops the batch
+CancelCheck = Callable[[], bool]
 # observer(component, inputs, output): sees every model call, e.g. to record calibration data
 Observer = Callable[[str, dict, np.ndarray], None]
+
+
+class GenerationCancelled(Exception):
+    """``generate_batch``'s ``cancel`` check said stop; no images were made."""
 
 
 @dataclass
@@ -237,11 +243,14 @@ class Pipeline:
         two_pass: bool | None = None,
         latents: np.ndarray | None = None,
         progress: ProgressCallback | None = None,
+        cancel: CancelCheck | None = None,
     ) -> list[GenerationResult]:
         """Run several requests that share size, steps, guidance and scheduler in one loop.
 
         Each image is exactly what it would be alone (per-image noise); the UNet just sees a
-        bigger batch. Raises InvalidRequestError if the requests are not compatible.
+        bigger batch. Raises InvalidRequestError if the requests are not compatible, and
+        GenerationCancelled when ``cancel()`` turns true (checked before each denoising step
+        and before decoding, so a server stops abandoned work within one step).
         """
         import time
 
@@ -281,6 +290,8 @@ class Pipeline:
         started = time.perf_counter()
         total = len(scheduler.timesteps)
         for index, t in enumerate(scheduler.timesteps):
+            if cancel is not None and cancel():
+                raise GenerationCancelled(f"cancelled before denoising step {index + 1} of {total}")
             model_input = scheduler.scale_model_input(sample, t)
             noise_pred = self._predict_noise(model_input, float(t), cond, uncond, first.guidance, two_pass, last=index == total - 1)
             noise = np.stack([g.standard_normal(shape, dtype=np.float32) for g in generators]) if scheduler.needs_noise else None
@@ -290,6 +301,8 @@ class Pipeline:
         self.sessions.end_stage("unet")
         timings["unet_s"] = time.perf_counter() - started
 
+        if cancel is not None and cancel():
+            raise GenerationCancelled("cancelled before decoding")
         started = time.perf_counter()
         decoded = self._decode(sample)
         self.sessions.end_stage("vae_decoder")

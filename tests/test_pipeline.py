@@ -127,6 +127,24 @@ def test_latents_can_be_supplied(pipe: Pipeline):
         pipe.generate("a cat", latents=latents[:, :2])
 
 
+def test_cancel_check_stops_the_loop_at_the_next_step(pipe: Pipeline):
+    from nanoedge.runtime.pipeline import GenerationCancelled
+
+    steps: list[int] = []
+    polls = {"count": 0}
+
+    def cancel() -> bool:
+        polls["count"] += 1
+        return polls["count"] > 3  # say stop when asked before step 4
+
+    with pytest.raises(GenerationCancelled, match="step 4 of "):
+        pipe.generate_batch([GenerationRequest("stop me", steps=10, seed=1)], progress=lambda i, total: steps.append(i), cancel=cancel)
+    assert steps == [1, 2, 3]
+    # a check that never fires changes nothing
+    kept = pipe.generate_batch([GenerationRequest("keep me", steps=3, seed=1)], cancel=lambda: False)[0].images[0]
+    assert png_bytes(kept) == png_bytes(pipe.generate("keep me", steps=3, seed=1)[0])
+
+
 # -- broken packages ------------------------------------------------------------------------------
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from nanoedge.core.manifest import Manifest
 from nanoedge.core.sizes import Size, SizeRules
-from nanoedge.runtime.pipeline import GenerationResult, ResolvedRequest
+from nanoedge.runtime.pipeline import GenerationCancelled, GenerationResult, ResolvedRequest
 
 pytest.importorskip("starlette")
 
@@ -197,12 +197,30 @@ class RecordingPipeline:
         self.gate = threading.Event()
         self.fail_on = fail_on
 
-    def generate_batch(self, requests):
+    def generate_batch(self, requests, cancel=None):
         self.gate.wait(10)
         self.batches.append([r.prompt for r in requests])
         if any(r.prompt == self.fail_on for r in requests):
             raise RuntimeError("boom")
         return [GenerationResult(images=[f"{r.prompt}:{r.seed + i}" for i in range(r.n)], request=r) for r in requests]
+
+
+class SteppingPipeline:
+    """Fake denoising loop: ``steps`` polls of ``cancel`` 10 ms apart, counting the steps run."""
+
+    def __init__(self) -> None:
+        self.steps_run: list[int] = []
+        self.started = threading.Event()
+
+    def generate_batch(self, requests, cancel=None):
+        self.started.set()
+        for step in range(requests[0].steps):
+            if cancel is not None and cancel():
+                self.steps_run.append(step)
+                raise GenerationCancelled(f"step {step}")
+            time.sleep(0.01)
+        self.steps_run.append(requests[0].steps)
+        return [GenerationResult(images=[r.prompt] * r.n, request=r) for r in requests]
 
 
 def test_worker_batches_compatible_requests_in_order():
@@ -212,14 +230,69 @@ def test_worker_batches_compatible_requests_in_order():
     jobs = [worker.submit(_request("first"))]
     time.sleep(0.05)  # the worker holds "first" at the gate
     jobs += [worker.submit(r) for r in [_request("a"), _request("other-size", size=128), _request("b"), _request("c", n=2), _request("d")]]
-    jobs[3].future.cancel()  # "b": its client left
+    assert worker.cancel(jobs[3]) == "dropped"  # "b": its client left while it was queued
     fake.gate.set()
     for job in jobs:
         if not job.future.cancelled():
             job.future.result(10)
     worker.stop(5)
     assert fake.batches == [["first"], ["a", "c"], ["other-size"], ["d"]]
-    assert worker.stats.dropped == 1 and worker.stats.images == 6
+    assert worker.stats.dropped == 1 and worker.stats.images == 6 and worker.stats.cancelled == 0
+
+
+def test_worker_isolates_a_failing_request_from_its_batch():
+    fake = RecordingPipeline(fail_on="poison")
+    worker = InferenceWorker(fake, max_queue=10, max_batch=4)
+    worker.start()
+    holder = worker.submit(_request("holder", size=128))
+    time.sleep(0.05)  # the worker holds "holder" at the gate; the next three queue up together
+    jobs = [worker.submit(_request(p)) for p in ("a", "poison", "c")]
+    fake.gate.set()
+    holder.future.result(10)
+    assert jobs[0].future.result(10).images == ["a:0"] and jobs[2].future.result(10).images == ["c:0"]
+    with pytest.raises(RuntimeError, match="boom"):
+        jobs[1].future.result(10)
+    worker.stop(5)
+    assert fake.batches == [["holder"], ["a", "poison", "c"], ["a"], ["poison"], ["c"]]
+    assert worker.stats.isolated_batches == 1
+
+
+def test_worker_stops_abandoned_running_work_at_the_next_step():
+    fake = SteppingPipeline()
+    worker = InferenceWorker(fake, max_queue=10, max_batch=4)
+    worker.start()
+    job = worker.submit(_request("long", steps=500))  # 5 s if it ran to the end
+    fake.started.wait(5)
+    time.sleep(0.05)
+    started = time.monotonic()
+    assert worker.cancel(job) == "cancelling"
+    with pytest.raises(GenerationCancelled):
+        job.future.result(5)
+    assert time.monotonic() - started < 1.0 and fake.steps_run[0] < 100
+    after = worker.submit(_request("next", steps=3))
+    assert after.future.result(5).images == ["next"]
+    assert worker.cancel(after) == "done"
+    worker.stop(5)
+    assert worker.stats.cancelled == 1 and worker.stats.dropped == 0
+
+
+def test_worker_finishes_a_batch_when_only_some_requests_left():
+    fake = SteppingPipeline()
+    gate = RecordingPipeline()  # holds the worker so that the next two requests share a batch
+    worker = InferenceWorker(fake, max_queue=10, max_batch=4)
+    worker.pipeline = gate
+    worker.start()
+    holder = worker.submit(_request("holder", size=128))
+    time.sleep(0.05)
+    stays, leaves = worker.submit(_request("stays", steps=30)), worker.submit(_request("leaves", steps=30))
+    worker.pipeline = fake
+    gate.gate.set()
+    holder.future.result(5)
+    fake.started.wait(5)
+    assert worker.cancel(leaves) == "cancelling"
+    assert stays.future.result(5).images == ["stays"]  # the live request still gets its image
+    worker.stop(5)
+    assert fake.steps_run == [30] and worker.stats.cancelled == 1
 
 
 def test_worker_queue_bound_errors_and_stop():

@@ -107,7 +107,7 @@ def _error_response(error: APIError, request_id: str | None = None) -> JSONRespo
     headers = dict(error.headers)
     if request_id:
         headers["x-request-id"] = request_id
-    return JSONResponse(error.body(), status_code=error.status, headers=headers)
+    return Response(error.render(), status_code=error.status, headers=headers, media_type="application/json")
 
 
 # -- routes ------------------------------------------------------------------------------------

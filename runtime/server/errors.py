@@ -10,7 +10,10 @@ with all four keys present, so every failure the server produces goes through
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+from nanoedge.core.errors import InvalidRequestError
 
 # Retry-After is capped: the Python SDK ignores values over 60 s and some Node SDK versions
 # wait without a cap, so a larger value would either be dropped or hang a client.
@@ -30,6 +33,7 @@ class APIError(Exception):
         code: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
+        message, param = printable(message), printable(param) if param is not None else None
         super().__init__(message)
         self.status = status
         self.message = message
@@ -40,6 +44,32 @@ class APIError(Exception):
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def render(self) -> bytes:
+        """The envelope as UTF-8 JSON. ASCII escapes, so no text (a client's lone surrogate
+        echoed in a message) can make rendering the error fail in turn."""
+        return json.dumps(self.body(), ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
+def printable(text: str) -> str:
+    """``text`` with anything UTF-8 cannot encode (lone surrogates) shown as ``\\udXXX``."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+#: Pipeline parameter names -> request field names, where they differ.
+_API_PARAMS = {"guidance": "guidance_scale"}
+
+
+def to_api_error(exc: InvalidRequestError, param: str | None = None) -> APIError:
+    """A 400 for a pipeline-level InvalidRequestError: ``param`` comes from the exception
+    (mapped to the request field's name), the hint is appended to the message."""
+    message = exc.message + (f" ({exc.hint})" if exc.hint and exc.hint not in exc.message else "")
+    name = param or _API_PARAMS.get(exc.param or "", exc.param)
+    return invalid(message[:1].upper() + message[1:], name)
 
 
 def retry_after_header(seconds: float) -> dict[str, str]:

@@ -56,10 +56,10 @@ class Metrics:
         self.images_generated = 0
         self.cache_hits = 0
         self.cache_misses = 0
-        self.dropped = 0
         self.batch_size = Histogram(BATCH_BUCKETS)
         self.inference_seconds = Histogram(LATENCY_BUCKETS)
         self.gauges: dict[str, Callable[[], float]] = {}
+        self.counters: dict[str, tuple[str, Callable[[], float]]] = {}
 
     def observe_request(self, method: str, path: str, status: int, seconds: float) -> None:
         with self._lock:
@@ -80,13 +80,13 @@ class Metrics:
             else:
                 self.cache_misses += 1
 
-    def count_dropped(self) -> None:
-        with self._lock:
-            self.dropped += 1
-
     def gauge(self, name: str, read: Callable[[], float]) -> None:
         """Register a value read at scrape time (queue depth, readiness...)."""
         self.gauges[name] = read
+
+    def counter(self, name: str, help_text: str, read: Callable[[], float]) -> None:
+        """Register a counter kept elsewhere (the worker's), read at scrape time."""
+        self.counters[name] = (help_text, read)
 
     def render(self) -> str:
         with self._lock:
@@ -112,9 +112,6 @@ class Metrics:
                 "# HELP nanoedge_cache_misses_total Seeded requests the result cache did not hold.",
                 "# TYPE nanoedge_cache_misses_total counter",
                 f"nanoedge_cache_misses_total {self.cache_misses}",
-                "# HELP nanoedge_dropped_requests_total Queued requests dropped because their client left or timed out.",
-                "# TYPE nanoedge_dropped_requests_total counter",
-                f"nanoedge_dropped_requests_total {self.dropped}",
                 "# HELP nanoedge_batch_images Images per UNet batch.",
                 "# TYPE nanoedge_batch_images histogram",
                 *self.batch_size.render("nanoedge_batch_images"),
@@ -123,6 +120,9 @@ class Metrics:
                 *self.inference_seconds.render("nanoedge_inference_seconds"),
             ]
             gauges = dict(self.gauges)
+            counters = dict(self.counters)
+        for name, (help_text, read) in sorted(counters.items()):
+            out += [f"# HELP {name} {help_text}", f"# TYPE {name} counter", f"{name} {float(read()):g}"]
         for name, read in sorted(gauges.items()):
             out += [f"# TYPE {name} gauge", f"{name} {float(read()):g}"]
         return "\n".join(out) + "\n"

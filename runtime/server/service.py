@@ -22,7 +22,7 @@ from nanoedge.runtime.pipeline import GenerationRequest, GenerationResult, Pipel
 
 from .cache import ResultCache, package_fingerprint
 from .encoding import encode_images
-from .errors import APIError, invalid, model_not_found, queue_full, unavailable
+from .errors import APIError, model_not_found, queue_full, to_api_error, unavailable
 from .files import ImageStore
 from .metrics import Metrics
 from .quality import ECHOABLE as ECHOABLE_QUALITIES
@@ -85,6 +85,23 @@ class ImageService:
         self.files = ImageStore(settings.files_dir, settings.files_ttl_s, int(settings.files_max_mb * 2**20))
         metrics.gauge("nanoedge_queue_depth", self.worker.depth)
         metrics.gauge("nanoedge_worker_busy", lambda: float(self.worker.busy()))
+        stats = self.worker.stats
+        metrics.counter(
+            "nanoedge_dropped_requests_total",
+            "Requests removed from the queue before their generation started, because the client disconnected or the request timeout passed.",
+            lambda: stats.dropped,
+        )
+        metrics.counter(
+            "nanoedge_cancelled_requests_total",
+            "Requests whose generation had started when the client disconnected or the request timeout passed: "
+            "their batch stops at the next denoising step, or finishes with their images discarded if live requests share it.",
+            lambda: stats.cancelled,
+        )
+        metrics.counter(
+            "nanoedge_isolated_batches_total",
+            "Batches of several requests that failed and were retried request by request, so only the failing request got the error.",
+            lambda: stats.isolated_batches,
+        )
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -128,7 +145,7 @@ class ImageService:
             negative_prompt=negative,
             n=request.n,
             seed=request.seed,
-            size=str(sizes.run),
+            size=sizes.run,  # parsed once, by the planner; the pipeline only checks it
             steps=steps,
             guidance=request.guidance_scale,
             scheduler=request.scheduler,
@@ -136,9 +153,7 @@ class ImageService:
         try:
             resolved = self.pipeline.resolve(generation)
         except InvalidRequestError as exc:
-            param = "scheduler" if "scheduler" in exc.message else None
-            message = exc.message + (f" ({exc.hint})" if exc.hint and exc.hint not in exc.message else "")
-            raise invalid(message[0].upper() + message[1:], param) from None
+            raise to_api_error(exc) from None
         resolved = dataclasses.replace(resolved, output_size=sizes.output)
         key = None
         if self.cache is not None and request.seed is not None:
@@ -194,14 +209,13 @@ class ImageService:
             done, _ = await asyncio.wait(pending, timeout=max(0.0, remaining), return_when=asyncio.FIRST_COMPLETED)
             if waiter in done:
                 return waiter.result()
-            started = job.started
-            job.future.cancel()
+            outcome = self.worker.cancel(job)
+            if outcome == "done":
+                return job.future.result()  # it finished just as the deadline passed
+            started = outcome != "dropped"
             if watch is not None and watch in done:
-                self.metrics.count_dropped()
-                log.info("client disconnected; %s", "its result will be discarded" if started else "dropped its queued work")
+                log.info("client disconnected; %s", "its generation stops at the next step" if started else "dropped its queued work")
                 raise ClientGone()
-            if not started:
-                self.metrics.count_dropped()
             raise APIError(
                 504,
                 f"The request did not finish within the server's {self.settings.request_timeout_s:g} s limit"
@@ -218,6 +232,7 @@ class ImageService:
             if watch is not None:
                 watch.cancel()
             if not waiter.done():
+                self.worker.cancel(job)  # counted as dropped/cancelled, whatever ended the wait
                 waiter.cancel()
 
     def encode_echo(self, prepared: PreparedRequest) -> dict[str, Any]:

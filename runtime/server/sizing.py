@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from nanoedge.core.errors import InvalidRequestError
 from nanoedge.core.sizes import Size, SizeRules, parse_size
 
-from .errors import APIError, invalid
+from .errors import invalid, to_api_error
 
 #: Sizes the official ImagesResponse schema allows us to echo back.
 ECHOABLE_SIZES = frozenset({"1024x1024", "1024x1536", "1536x1024"})
@@ -74,7 +74,7 @@ class SizePlanner:
         try:
             run, output = self.rules.resolve(size)
         except InvalidRequestError as exc:
-            raise APIError(400, exc.message + (f" ({exc.hint})" if exc.hint else ""), param="size", code="invalid_value") from None
+            raise to_api_error(exc, "size") from None
         return SizePlan(run, output)
 
     def _plan_static(self, size: Size, static: Size) -> SizePlan:

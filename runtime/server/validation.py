@@ -7,39 +7,98 @@ JSON ``null`` means "not given" (the Python SDK sends ``null`` for arguments pas
 (``stream``, a transparent ``background``) are refused with a clear message rather than
 ignored; unknown fields are refused as OpenAI does, which also catches typos in our
 extensions (``seed``, ``steps``, ``guidance_scale``, ``negative_prompt``, ``scheduler``).
+
+The rules live in one table, :data:`FIELDS`: the parser applies it and ``openapi.py`` turns it
+into the JSON Schema of ``/openapi.json``, so the published document cannot drift from what
+the server accepts. The edge rejects everything a later stage cannot take (lone UTF-16
+surrogates, which the tokenizer and the UTF-8 encoder refuse; prompts with no visible
+character; JSON nested deeper or numbers longer than the limits below), because an error
+raised inside the inference worker would reach every request sharing the batch.
+
+Numbers follow JSON Schema: an integer field accepts any JSON number with no fractional part
+(``2`` and ``2.0`` alike), everywhere, including the neutral ``partial_images: 0``.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-from nanoedge.core.limits import (
-    MAX_API_IMAGES,
-    MAX_GUIDANCE,
-    MAX_PROMPT_CHARS,
-    MAX_REQUEST_SEED,
-    MAX_STEPS,
-)
+import numpy as np
 
-from .errors import APIError, invalid
+from nanoedge.core.limits import MAX_API_IMAGES, MAX_GUIDANCE, MAX_PROMPT_CHARS, MAX_REQUEST_SEED, MAX_STEPS
+
+from .errors import APIError, invalid, printable
 from .quality import QUALITY_ALIASES, QualityTable
 from .styles import StyleBook
 
+# -- limits of the body's shape (the request limits themselves are nanoedge.core.limits) ------
+#: Deepest JSON nesting accepted in a body. A valid request is one object of scalars (depth 1);
+#: the margin only lets a wrong value be reported as a wrong value. Checked before parsing, so
+#: 100,000 levels cost one linear scan, not a RecursionError.
+MAX_JSON_DEPTH = 32
+#: Longest number literal (digits, sign, point and exponent included). Every numeric field fits
+#: in 20 characters; without a bound a 4,301-digit integer trips Python's int-conversion limit.
+MAX_NUMBER_CHARS = 100
+MAX_NAME_CHARS = 64
+MAX_MODEL_CHARS = 256
+MAX_USER_CHARS = 512
 RESPONSE_FORMATS = ("url", "b64_json")
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
+#: ``auto``, ``WIDTHxHEIGHT`` (``x``, ``X`` or ``×``) or one number for a square, ASCII digits.
+SIZE_PATTERN = r"^\s*(?:[Aa][Uu][Tt][Oo]|[0-9]{1,5}\s*[xX×]\s*[0-9]{1,5}|[0-9]{1,5})\s*$"
 
-#: Fields of the official schema (and of the current SDKs) that we accept but that change
-#: nothing for a local model, when given their neutral values.
-_NEUTRAL = {
-    "moderation": ("low", "auto"),
-    "background": ("auto", "opaque"),
-    "stream": (False,),
-    "partial_images": (0,),
-}
-_FREE_TEXT = ("user", "safety_identifier")
+
+@dataclass(frozen=True)
+class Field:
+    """One request field: its JSON type and bounds (the parser and the OpenAPI schema read it).
+
+    ``kind`` is ``string``, ``integer``, ``number`` or ``neutral`` (a field of the official
+    schema we accept only with the values in ``choices``, which change nothing here).
+    """
+
+    name: str
+    kind: str
+    description: str
+    max_chars: int | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[Any, ...] = ()
+    pattern: str | None = None
+    visible: bool = False  # must contain a letter, digit, punctuation or symbol
+    fold_case: bool = False  # choices match after trimming and lower-casing
+    required: bool = False
+    extension: bool = False  # a nanoedge extension, not in the official schema
+
+
+FIELDS: tuple[Field, ...] = (
+    Field("prompt", "string", "What to draw; the text encoder reads the first 77 tokens.", max_chars=MAX_PROMPT_CHARS, visible=True, required=True),
+    Field("model", "string", "The package id or one of its aliases; omitted: the served model.", max_chars=MAX_MODEL_CHARS),
+    Field("n", "integer", "Number of images.", minimum=1, maximum=MAX_API_IMAGES),
+    Field("size", "string", "'auto' or WIDTHxHEIGHT within the package's bounds.", max_chars=32, pattern=SIZE_PATTERN),
+    Field("quality", "string", "Mapped to denoising steps.", choices=tuple(QUALITY_ALIASES), max_chars=MAX_NAME_CHARS, fold_case=True),
+    Field("style", "string", "A prompt template name or label.", max_chars=MAX_NAME_CHARS),
+    Field("response_format", "string", "'url' (default) or 'b64_json'.", choices=RESPONSE_FORMATS, max_chars=MAX_NAME_CHARS),
+    Field("output_format", "string", "Image encoding.", choices=OUTPUT_FORMATS, max_chars=MAX_NAME_CHARS),
+    Field("output_compression", "integer", "JPEG/WebP quality (100 = best).", minimum=0, maximum=100),
+    Field("user", "string", "Accepted and ignored.", max_chars=MAX_USER_CHARS),
+    Field("safety_identifier", "string", "Accepted and ignored.", max_chars=MAX_USER_CHARS),
+    Field("moderation", "neutral", "Accepted; changes nothing.", choices=("low", "auto")),
+    Field("background", "neutral", "Only opaque images are made.", choices=("auto", "opaque")),
+    Field("stream", "neutral", "Streaming is not offered.", choices=(False,)),
+    Field("partial_images", "neutral", "Streaming is not offered.", choices=(0,)),
+    Field("seed", "integer", "Noise seed; image i uses seed + i.", minimum=0, maximum=MAX_REQUEST_SEED, extension=True),
+    Field("steps", "integer", "Denoising steps; overrides quality.", minimum=1, maximum=MAX_STEPS, extension=True),
+    Field("guidance_scale", "number", "Classifier-free guidance scale.", minimum=0.0, maximum=MAX_GUIDANCE, extension=True),
+    Field("negative_prompt", "string", "What to avoid.", max_chars=MAX_PROMPT_CHARS, extension=True),
+    Field("scheduler", "string", "Sampler name (pndm, ddim, euler, euler_a, dpmpp_2m, lcm...).", max_chars=MAX_NAME_CHARS, extension=True),
+)
+FIELD_BY_NAME = {f.name: f for f in FIELDS}
+KNOWN_FIELDS = frozenset(FIELD_BY_NAME)
 
 
 @dataclass(frozen=True)
@@ -61,133 +120,201 @@ class ImageRequest:
     scheduler: str | None = None
 
 
-KNOWN_FIELDS = frozenset(ImageRequest.__dataclass_fields__) | frozenset(_NEUTRAL) | frozenset(_FREE_TEXT)
+# -- the body ----------------------------------------------------------------------------------
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NUMBER_RUN = re.compile(rb"[-+0-9.eE]{%d,}" % (MAX_NUMBER_CHARS + 1))
+
+
+class _NumberTooLong(Exception):
+    pass
+
+
+def _nesting_depth(skeleton: bytes) -> int:
+    """Deepest ``[``/``{`` nesting of a body whose strings were blanked, without recursion."""
+    codes = np.frombuffer(skeleton, dtype=np.uint8)
+    steps = (codes == ord("[")).astype(np.int32) + (codes == ord("{")) - (codes == ord("]")) - (codes == ord("}"))
+    return int(np.cumsum(steps).max()) if steps.size else 0
+
+
+def _bounded_number(text: str) -> Any:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise _NumberTooLong(len(text))
+    return float(text) if any(c in text for c in ".eE") else int(text)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def parse_json_body(raw: bytes) -> dict[str, Any]:
+    """The body as a dict; 400 ``invalid_json`` for anything that is not one bounded JSON object."""
     if not raw.strip():
         raise invalid("The request body is empty: send a JSON object such as {\"prompt\": \"a red bicycle\"}.", None, "invalid_json")
+    skeleton = _JSON_STRING.sub(b'""', raw)  # strings out: brackets and digits inside them do not count
+    depth = _nesting_depth(skeleton)
+    if depth > MAX_JSON_DEPTH:
+        raise invalid(f"The request body nests JSON {depth} levels deep; at most {MAX_JSON_DEPTH} are accepted (a request is one flat object).", None, "invalid_json")
+    if _NUMBER_RUN.search(skeleton):
+        raise invalid(f"The request body has a number literal longer than {MAX_NUMBER_CHARS} characters; no field takes such a number.", None, "invalid_value")
     try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise invalid(
-            f"The request body is not valid JSON ({exc.msg if hasattr(exc, 'msg') else 'bad encoding'}); send a JSON object.",
-            None,
-            "invalid_json",
-        ) from None
+        body = json.loads(raw, parse_int=_bounded_number, parse_float=_bounded_number, parse_constant=_no_constant)
+    except _NumberTooLong:
+        raise invalid(f"The request body has a number literal longer than {MAX_NUMBER_CHARS} characters; no field takes such a number.", None, "invalid_value") from None
+    except json.JSONDecodeError as exc:
+        raise invalid(f"The request body is not valid JSON ({exc.msg} at character {exc.pos}); send a JSON object.", None, "invalid_json") from None
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise invalid("The request body is not valid JSON (bad encoding or a non-standard value such as NaN); send a UTF-8 JSON object.", None, "invalid_json") from None
     if not isinstance(body, dict):
         raise invalid("The request body must be a JSON object, such as {\"prompt\": \"a red bicycle\"}.", None, "invalid_json")
     return body
 
 
+# -- field checks ------------------------------------------------------------------------------
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SIZE_RE = re.compile(SIZE_PATTERN)
+
+
 def _type_name(value: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array", dict: "an object"}.get(
-        type(value), type(value).__name__
-    )
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array", dict: "an object"}.get(type(value), type(value).__name__)
 
 
-def _string(body: dict, name: str, *, max_chars: int, allow_empty: bool = True) -> str | None:
-    value = body.get(name)
+def has_visible_text(text: str) -> bool:
+    """True if ``text`` has a letter, mark, number, punctuation or symbol: not only spaces,
+    zero-width or other format/control characters (which encode to an empty prompt)."""
+    return any(unicodedata.category(c)[0] in "LMNPS" for c in text)
+
+
+def _check_text(value: str, name: str) -> None:
+    bad = _SURROGATE.search(value)
+    if bad:
+        raise invalid(
+            f"'{name}' contains a lone UTF-16 surrogate (U+{ord(bad.group()):04X} at character {bad.start()}), which is not valid Unicode text; "
+            "send the text as valid UTF-8 (a JSON \\ud83d\\ude00 pair is fine, a lone \\ud800 is not).",
+            name,
+            "invalid_value",
+        )
+
+
+def _string(body: dict, spec: Field) -> str | None:
+    name, value = spec.name, body.get(spec.name)
     if value is None:
         return None
     if not isinstance(value, str):
         raise invalid(f"'{name}' must be a string, not {_type_name(value)}.", name, "invalid_type")
-    if not allow_empty and not value.strip():
-        raise invalid(f"'{name}' must not be empty.", name, "invalid_value")
-    if len(value) > max_chars:
-        raise invalid(f"'{name}' is {len(value)} characters long; the maximum is {max_chars}.", name, "string_above_max_length")
+    _check_text(value, name)
+    if spec.max_chars is not None and len(value) > spec.max_chars:
+        raise invalid(f"'{name}' is {len(value)} characters long; the maximum is {spec.max_chars}.", name, "string_above_max_length")
+    if spec.visible and not has_visible_text(value):
+        raise invalid(f"'{name}' must contain visible text (letters, digits or symbols), not only spaces or invisible characters.", name, "invalid_value")
+    if spec.pattern is not None and not _SIZE_RE.match(value):
+        raise invalid(f"'{name}' {printable(value)!r} is not understood: give WIDTHxHEIGHT such as 512x512, or 'auto'.", name, "invalid_value")
+    if spec.choices and value not in spec.choices and not (spec.fold_case and value.strip().lower() in spec.choices):
+        raise invalid(f"'{name}' must be one of {', '.join(repr(c) for c in spec.choices)}, got {printable(value)!r}.", name, "invalid_value")
     return value
 
 
-def _integer(body: dict, name: str, low: int, high: int) -> int | None:
-    value = body.get(name)
+def as_integer(value: Any) -> int | None:
+    """``value`` as an int if it is a JSON integer (``2`` or ``2.0``), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _integer(body: dict, spec: Field) -> int | None:
+    name, value = spec.name, body.get(spec.name)
     if value is None:
         return None
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise invalid(f"'{name}' must be an integer, not {_type_name(value)}.", name, "invalid_type")
-    if not low <= value <= high:
-        raise invalid(f"'{name}' must be between {low} and {high}, got {value}.", name, "invalid_value")
-    return value
+    number = as_integer(value)
+    if number is None:
+        raise invalid(f"'{name}' must be an integer, not {_type_name(value) if not isinstance(value, float) else 'a fractional number'}.", name, "invalid_type")
+    assert spec.minimum is not None and spec.maximum is not None
+    if not spec.minimum <= number <= spec.maximum:
+        raise invalid(f"'{name}' must be between {int(spec.minimum)} and {int(spec.maximum)}, got {value}.", name, "invalid_value")
+    return number
 
 
-def _number(body: dict, name: str, low: float, high: float) -> float | None:
-    value = body.get(name)
+def _number(body: dict, spec: Field) -> float | None:
+    name, value = spec.name, body.get(spec.name)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise invalid(f"'{name}' must be a number, not {_type_name(value)}.", name, "invalid_type")
-    if not math.isfinite(value) or not low <= value <= high:
-        raise invalid(f"'{name}' must be between {low:g} and {high:g}, got {value}.", name, "invalid_value")
+    assert spec.minimum is not None and spec.maximum is not None
+    if not math.isfinite(value) or not spec.minimum <= value <= spec.maximum:
+        raise invalid(f"'{name}' must be between {spec.minimum:g} and {spec.maximum:g}, got {value}.", name, "invalid_value")
     return float(value)
 
 
-def _choice(body: dict, name: str, allowed: tuple[str, ...]) -> str | None:
-    value = _string(body, name, max_chars=64)
+def _neutral(body: dict, spec: Field) -> None:
+    value = body.get(spec.name)
     if value is None:
-        return None
-    if value not in allowed:
-        raise invalid(f"'{name}' must be one of {', '.join(repr(a) for a in allowed)}, got {value!r}.", name, "invalid_value")
-    return value
+        return
+    for accepted in spec.choices:
+        if isinstance(accepted, bool):
+            if value is accepted:
+                return
+        elif isinstance(accepted, int):
+            if as_integer(value) == accepted:
+                return
+        elif value == accepted:
+            return
+    shown = ", ".join(json.dumps(v) for v in spec.choices)
+    got = printable(json.dumps(value)) if isinstance(value, (str, int, float, bool)) else _type_name(value)
+    if len(got) > 80:
+        got = got[:77] + "..."
+    raise invalid(f"'{spec.name}'={got} is not supported by this server (accepted: {shown}, or leave it out).", spec.name, "unsupported_value")
 
 
 def parse_image_request(body: dict[str, Any], styles: StyleBook) -> ImageRequest:
     """Check every field of ``body``; raise a 400 :class:`APIError` naming the first bad one."""
-    unknown = sorted(set(body) - KNOWN_FIELDS)
+    unknown = sorted((k for k in body if k not in KNOWN_FIELDS), key=printable)
     if unknown:
-        raise invalid(f"Unrecognized request argument supplied: {unknown[0]}.", unknown[0], "unknown_parameter")
-    for name, neutral in _NEUTRAL.items():
-        value = body.get(name)
-        if value is not None and (value not in neutral or type(value) is not type(neutral[0])):
-            shown = ", ".join(json.dumps(v) for v in neutral)
-            raise invalid(
-                f"'{name}'={json.dumps(value)} is not supported by this server (accepted: {shown}, or leave it out).",
-                name,
-                "unsupported_value",
-            )
-    for name in _FREE_TEXT:
-        _string(body, name, max_chars=512)
-
-    if "prompt" not in body or body["prompt"] is None:
+        shown = printable(unknown[0])
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        raise invalid(f"Unrecognized request argument supplied: {shown}.", shown, "unknown_parameter")
+    for spec in FIELDS:
+        if spec.kind == "neutral":
+            _neutral(body, spec)
+    if body.get("prompt") is None:
         raise invalid("'prompt' is required: describe the image to generate.", "prompt", "missing_required_parameter")
-    prompt = _string(body, "prompt", max_chars=MAX_PROMPT_CHARS, allow_empty=False)
-    assert prompt is not None
+    values: dict[str, Any] = {}
+    for spec in FIELDS:
+        if spec.kind == "string":
+            values[spec.name] = _string(body, spec)
+        elif spec.kind == "integer":
+            values[spec.name] = _integer(body, spec)
+        elif spec.kind == "number":
+            values[spec.name] = _number(body, spec)
 
-    quality = _string(body, "quality", max_chars=64)
+    quality = values["quality"]
     if quality is not None:
-        canonical = QualityTable.canonical(quality)
-        if canonical is None:
-            allowed = ", ".join(repr(q) for q in QUALITY_ALIASES)
-            raise invalid(f"'quality' must be one of {allowed}, got {quality!r}.", "quality", "invalid_value")
-        quality = canonical
-
-    style = _string(body, "style", max_chars=64)
+        quality = QualityTable.canonical(quality)
+        assert quality is not None  # the choices are the alias table's keys
+    style = values["style"]
     if style is not None and styles.lookup(style) is None:
-        raise invalid(
-            f"'style' {style!r} is not known; use one of {', '.join(styles.names())} (or a label such as 动漫, 写实风格).",
-            "style",
-            "invalid_value",
-        )
-
-    size = _string(body, "size", max_chars=32)
+        raise invalid(f"'style' {printable(style)!r} is not known; use one of {', '.join(styles.names())} (or a label such as 动漫, 写实风格).", "style", "invalid_value")
     return ImageRequest(
-        prompt=prompt,
-        model=_string(body, "model", max_chars=256),
-        n=_integer(body, "n", 1, MAX_API_IMAGES) or 1,
-        size=size,
+        prompt=values["prompt"],
+        model=values["model"],
+        n=values["n"] or 1,
+        size=values["size"],
         quality=quality,
         style=style,
-        response_format=_choice(body, "response_format", RESPONSE_FORMATS) or "url",
-        output_format=_choice(body, "output_format", OUTPUT_FORMATS) or "png",
-        output_compression=_integer(body, "output_compression", 0, 100),
-        user=_string(body, "user", max_chars=512),
-        seed=_integer(body, "seed", 0, MAX_REQUEST_SEED),
-        steps=_integer(body, "steps", 1, MAX_STEPS),
-        guidance_scale=_number(body, "guidance_scale", 0.0, MAX_GUIDANCE),
-        negative_prompt=_string(body, "negative_prompt", max_chars=MAX_PROMPT_CHARS),
-        scheduler=_string(body, "scheduler", max_chars=64),
+        response_format=values["response_format"] or "url",
+        output_format=values["output_format"] or "png",
+        output_compression=values["output_compression"],
+        user=values["user"],
+        seed=values["seed"],
+        steps=values["steps"],
+        guidance_scale=values["guidance_scale"],
+        negative_prompt=values["negative_prompt"],
+        scheduler=values["scheduler"],
     )
 
 
-__all__ = ["APIError", "ImageRequest", "parse_image_request", "parse_json_body"]
+__all__ = ["APIError", "FIELDS", "Field", "ImageRequest", "parse_image_request", "parse_json_body"]

@@ -7,10 +7,17 @@ runs, new requests queue up; the next batch takes the oldest waiting request plu
 that share its size, steps, guidance, scheduler and output size, up to ``max_batch`` images,
 so under load requests share UNet calls without anyone waiting on a timer.
 
-A queued request whose client went away (or whose timeout passed) is cancelled through its
-future and skipped when the worker reaches it. A request with more images than ``max_batch``
-is generated in slices; the pipeline draws noise per image from ``seed + i``, so slicing (like
+A request whose client went away (or whose timeout passed) is cancelled with
+:meth:`InferenceWorker.cancel`: still queued, it is dropped; already running, the pipeline's
+per-step ``cancel`` check stops its batch at the next denoising step once every request in the
+batch is cancelled. (A batch that still serves live requests runs on: the scheduler's state
+covers the whole batch, so one row cannot leave it; the cancelled request's images are
+discarded.) A request with more images than ``max_batch`` is generated in slices, checked
+between slices too; the pipeline draws noise per image from ``seed + i``, so slicing (like
 batching) does not change any image.
+
+Isolation: if a batch of several requests fails, each request is retried alone, so only the
+request that causes the failure gets an error; the others get their images.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
-from nanoedge.runtime.pipeline import GenerationResult, ResolvedRequest
+from nanoedge.runtime.pipeline import CancelCheck, GenerationCancelled, GenerationResult, ResolvedRequest
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +39,7 @@ log = logging.getLogger(__name__)
 class BatchGenerator(Protocol):
     """What the worker needs from a pipeline (tests substitute slow or failing fakes)."""
 
-    def generate_batch(self, requests: Sequence[ResolvedRequest]) -> list[GenerationResult]: ...
+    def generate_batch(self, requests: Sequence[ResolvedRequest], *, cancel: CancelCheck | None = None) -> list[GenerationResult]: ...
 
 
 class QueueFull(Exception):
@@ -52,6 +59,8 @@ class Job:
     request: ResolvedRequest
     future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
     enqueued_at: float = field(default_factory=time.monotonic)
+    #: Set by InferenceWorker.cancel once the job is running: nobody waits for it any more.
+    abandoned: threading.Event = field(default_factory=threading.Event)
 
     def group(self) -> tuple:
         # output_size is part of the key: the pipeline resizes a whole batch to one size.
@@ -66,7 +75,13 @@ class Job:
 class WorkerStats:
     batches: int = 0
     images: int = 0
+    #: Requests cancelled while queued: removed before any work was done for them.
     dropped: int = 0
+    #: Requests cancelled while running: their batch stopped at the next step, or (when live
+    #: requests shared it) finished with their images discarded.
+    cancelled: int = 0
+    #: Batches that failed as a whole and were retried request by request.
+    isolated_batches: int = 0
     seconds_per_image: float = 0.0
 
 
@@ -114,6 +129,19 @@ class InferenceWorker:
             self._cond.notify()
             return job
 
+    def cancel(self, job: Job) -> str:
+        """Nobody waits for ``job`` any more. Returns ``"dropped"`` (it was still queued and
+        will never run), ``"cancelling"`` (it is running: the worker stops it at the next
+        step it can) or ``"done"`` (it had already finished)."""
+        with self._cond:
+            if job.future.cancel():
+                self.stats.dropped += 1
+                return "dropped"
+            if job.future.done():
+                return "done"
+            job.abandoned.set()
+            return "cancelling"
+
     def depth(self) -> int:
         """Requests waiting (cancelled ones excluded), not counting the running batch."""
         with self._cond:
@@ -132,10 +160,8 @@ class InferenceWorker:
 
     # -- worker side ---------------------------------------------------------------------------
     def _purge_cancelled(self) -> None:
-        if any(j.future.cancelled() for j in self._queue):
-            kept = [j for j in self._queue if not j.future.cancelled()]
-            self.stats.dropped += len(self._queue) - len(kept)
-            self._queue = collections.deque(kept)
+        if any(j.future.cancelled() for j in self._queue):  # counted by cancel()
+            self._queue = collections.deque(j for j in self._queue if not j.future.cancelled())
 
     def _estimate_wait(self) -> float:
         images = sum(j.request.n for j in self._queue) + (self.max_batch if self._busy else 0)
@@ -150,8 +176,7 @@ class InferenceWorker:
         remaining: collections.deque[Job] = collections.deque()
         while self._queue:
             job = self._queue.popleft()
-            if job.future.cancelled():
-                self.stats.dropped += 1
+            if job.future.cancelled():  # counted by cancel()
                 continue
             if key is None:
                 if job.future.set_running_or_notify_cancel():
@@ -185,18 +210,33 @@ class InferenceWorker:
     def _run(self, batch: list[Job]) -> None:
         started = time.perf_counter()
         images = sum(j.request.n for j in batch)
+
+        def everyone_left() -> bool:
+            return all(j.abandoned.is_set() for j in batch)
+
         try:
             if len(batch) == 1 and batch[0].request.n > self.max_batch:
-                results = [self._run_sliced(batch[0].request)]
+                results = [self._run_sliced(batch[0].request, everyone_left)]
             else:
-                results = self.pipeline.generate_batch([j.request for j in batch])
-        except BaseException as exc:  # every waiting client gets the error, the thread lives on
-            log.exception("generation failed for a batch of %d request(s)", len(batch))
+                results = self.pipeline.generate_batch([j.request for j in batch], cancel=everyone_left)
+        except GenerationCancelled as exc:
+            log.info("stopped a batch of %d request(s): %s (every client left or timed out)", len(batch), exc)
+            self._finish_cancelled(batch, exc)
+            return
+        except BaseException as exc:
+            if len(batch) == 1:  # the thread lives on; the one waiting client gets the error
+                log.exception("generation failed for one request")
+                batch[0].future.set_exception(exc)
+                return
+            log.warning("a batch of %d requests failed (%s: %s); retrying them one by one", len(batch), type(exc).__name__, exc)
+            self.stats.isolated_batches += 1
             for job in batch:
-                job.future.set_exception(exc)
+                self._run_alone(job)
             return
         elapsed = time.perf_counter() - started
         for job, result in zip(batch, results):
+            if job.abandoned.is_set():
+                self.stats.cancelled += 1
             job.future.set_result(result)
         self.stats.batches += 1
         self.stats.images += images
@@ -208,14 +248,43 @@ class InferenceWorker:
         if self._on_batch is not None:
             self._on_batch(images, elapsed)
 
-    def _run_sliced(self, request: ResolvedRequest) -> GenerationResult:
+    def _finish_cancelled(self, jobs: list[Job], exc: BaseException) -> None:
+        for job in jobs:
+            self.stats.cancelled += 1
+            job.future.set_exception(exc)
+
+    def _run_alone(self, job: Job) -> None:
+        """Retry one request of a failed batch by itself; its outcome is its own."""
+        if job.abandoned.is_set():
+            self._finish_cancelled([job], GenerationCancelled("cancelled before its retry"))
+            return
+        started = time.perf_counter()
+        try:
+            if job.request.n > self.max_batch:
+                result = self._run_sliced(job.request, job.abandoned.is_set)
+            else:
+                result = self.pipeline.generate_batch([job.request], cancel=job.abandoned.is_set)[0]
+        except GenerationCancelled as exc:
+            self._finish_cancelled([job], exc)
+            return
+        except Exception as exc:
+            log.exception("generation failed for one request (retried alone after its batch failed)")
+            job.future.set_exception(exc)
+            return
+        job.future.set_result(result)
+        self.stats.batches += 1
+        self.stats.images += job.request.n
+        if self._on_batch is not None:
+            self._on_batch(job.request.n, time.perf_counter() - started)
+
+    def _run_sliced(self, request: ResolvedRequest, cancel: CancelCheck) -> GenerationResult:
         """Generate a request bigger than max_batch in slices; images stay the same."""
         images = []
         truncated = False
         timings: dict[str, float] = {}
         for offset in range(0, request.n, self.max_batch):
             part = dataclasses.replace(request, n=min(self.max_batch, request.n - offset), seed=request.seed + offset)
-            result = self.pipeline.generate_batch([part])[0]
+            result = self.pipeline.generate_batch([part], cancel=cancel)[0]
             images.extend(result.images)
             truncated = truncated or result.truncated_prompt
             for name, value in result.timings.items():
