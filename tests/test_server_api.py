@@ -319,3 +319,24 @@ def test_health_endpoints_and_request_ids(server):
     ready = httpx.get(f"{server.base_url}/readyz")
     assert health.status_code == 200 and ready.status_code == 200 and ready.json()["model"] == "tiny-random"
     assert health.headers["x-request-id"] != ready.headers["x-request-id"]
+
+
+def test_image_urls_ignore_the_host_header(server):
+    response = httpx.post(f"{server.api_url}/images/generations", json={"prompt": "a lighthouse"}, headers={"Host": "evil.example"})
+    assert response.status_code == 200
+    url = response.json()["data"][0]["url"]
+    assert url.startswith(f"http://127.0.0.1:{server.port}/v1/images/files/") and "evil" not in url
+    assert httpx.get(url).status_code == 200
+
+
+def test_public_url_wins_over_the_bound_address():
+    from starlette.requests import Request
+
+    from nanoedge.runtime.server.app import _public_url
+    from nanoedge.runtime.server.settings import ServerSettings
+
+    scope = {"type": "http", "scheme": "http", "server": ("::1", 8000), "headers": [(b"host", b"evil.example")]}
+    assert _public_url(Request(scope), ServerSettings(), "/f.png") == "http://[::1]:8000/f.png"
+    assert _public_url(Request(scope), ServerSettings(public_url="https://box.local/img/"), "/f.png") == "https://box.local/img/f.png"
+    scope["server"] = ("10.0.0.5", 80)
+    assert _public_url(Request(scope), ServerSettings(), "/f.png") == "http://10.0.0.5/f.png"

@@ -133,29 +133,64 @@ def test_curl_errors(keyed_server):
     assert bad.stdout.endswith(b"\n400")
 
 
-def test_sigterm_drains_in_flight_work(tiny_package, tmp_path):
-    server = ServeProcess(["-m", str(tiny_package), "--max-pixels", "65536", "--cache-max-mb", "0"], tmp_path)
+def test_sigterm_drain_is_visible_then_exits_0(tiny_package, tmp_path):
+    grace = 3.0
+    server = ServeProcess(["-m", str(tiny_package), "--max-pixels", "65536", "--cache-max-mb", "0", "--drain-grace", str(grace)], tmp_path)
     try:
         server.wait_ready()
+        keep_alive = httpx.Client(base_url=server.base_url, timeout=60)  # one pooled connection
+        assert keep_alive.get("/readyz").status_code == 200
         outcome: dict = {}
 
         def slow_request() -> None:
-            # 128x128 generated directly with 20 steps: about half a second or more on the tiny model
-            body = {"prompt": "slow", "size": "128x128", "steps": 20, "response_format": "b64_json"}
+            # 128x128 generated directly with 60 steps: a second or more on the tiny model
+            body = {"prompt": "slow", "size": "128x128", "steps": 60, "response_format": "b64_json"}
             outcome["response"] = httpx.post(f"{server.base_url}/v1/images/generations", json=body, timeout=60)
 
         thread = threading.Thread(target=slow_request)
         thread.start()
         wait_until(lambda: "nanoedge_worker_busy 1" in httpx.get(f"{server.base_url}/metrics").text, 30, "worker busy")
+        signalled = time.monotonic()
         server.proc.send_signal(signal.SIGTERM)
+
+        # the keep-alive connection still gets answers: not ready, and asked to close
+        wait_until(lambda: keep_alive.get("/readyz").status_code == 503, 10, "readyz 503")
+        ready = keep_alive.get("/readyz")
+        assert ready.json()["error"]["code"] == "shutting_down" and 1 <= int(ready.headers["retry-after"]) <= 60
+        assert ready.headers["connection"] == "close"
+        late = httpx.post(f"{server.base_url}/v1/images/generations", json={"prompt": "late"}, timeout=10)  # a new connection
+        assert late.status_code == 503 and late.json()["error"]["code"] == "shutting_down" and late.headers["retry-after"]
+
         thread.join(60)
-        assert outcome["response"].status_code == 200  # in-flight work finished
+        assert outcome["response"].status_code == 200  # accepted work finished
         assert outcome["response"].json()["data"][0]["b64_json"]
+        if time.monotonic() - signalled < grace - 0.5:  # still within the grace period: still answering
+            assert httpx.get(f"{server.base_url}/readyz", timeout=5).status_code == 503
         server.proc.wait(30)
-        assert server.proc.returncode in (0, -signal.SIGTERM)
+        assert server.proc.returncode == 0
+        assert time.monotonic() - signalled >= grace
         assert "draining" in server.log
+        keep_alive.close()
     finally:
         server.stop()
+
+
+def test_sigint_drains_and_exits_0(tiny_package, tmp_path):
+    server = ServeProcess(["-m", str(tiny_package), "--cache-max-mb", "0", "--drain-grace", "1"], tmp_path)
+    try:
+        server.wait_ready()
+        server.proc.send_signal(signal.SIGINT)
+        wait_until(lambda: httpx.get(f"{server.base_url}/readyz", timeout=5).status_code == 503, 10, "readyz 503")
+        server.proc.wait(30)
+        assert server.proc.returncode == 0
+    finally:
+        server.stop()
+
+
+def test_public_url_must_be_absolute(tiny_package):
+    result = subprocess.run([sys.executable, "-m", "nanoedge", "serve", "-m", str(tiny_package), "--public-url", "box.local/x"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "--public-url" in result.stderr
 
 
 def test_refuses_remote_bind_without_a_key(tiny_package):

@@ -3,13 +3,15 @@
 Client code written for hosted image APIs works against it by changing only ``base_url``.
 The process binds its socket first (so a busy port fails at once, with a hint), then answers
 ``/healthz`` immediately while the model loads and warms in the background; ``/readyz`` turns
-200 when generation can start. SIGTERM or Ctrl-C drains: new work gets 503, in-flight requests
-finish, then the process exits.
+200 when generation can start. SIGTERM or Ctrl-C drains visibly: /readyz and new work answer
+503 + Retry-After for --drain-grace seconds and until accepted work is done, then the
+connections close and the process exits 0 (see runtime/server/lifecycle.py).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import socket
 from pathlib import Path
 
@@ -118,12 +120,31 @@ def bind_socket(host: str, port: int) -> socket.socket:
     default=None,
     help="Largest area generated directly; larger sizes are generated at the native area and resized [default: the package's native area].",
 )
-@click.option("--public-url", default=None, help="URL prefix for image URLs when behind a proxy, e.g. https://box.local.")
+@click.option(
+    "--public-url",
+    default=None,
+    help="URL prefix for image URLs when behind a proxy, e.g. https://box.local [default: the address the connection came in on; never the Host header].",
+)
+@click.option(
+    "--drain-grace",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
+    help="After SIGTERM/SIGINT, seconds /readyz and new requests answer 503 before the listener closes "
+    "(set it above your load balancer's health-check interval).",
+)
+@click.option(
+    "--drain-timeout",
+    type=click.FloatRange(min=0),
+    default=600.0,
+    show_default=True,
+    help="After SIGTERM/SIGINT, longest wait for accepted requests to finish.",
+)
 @click.option("--threads", type=click.IntRange(1), default=None, help="onnxruntime intra-op threads (default: all cores).")
 @click.option("--two-pass", is_flag=True, help="Run guidance as two UNet passes (lower memory).")
 @handle_errors
 def serve(package, host, port, target, aliases, api_keys, api_key_file, allow_unauthenticated_remote, max_queue, max_batch, request_timeout,
-          cache_dir, cache_max_mb, files_dir, files_ttl, files_max_mb, max_pixels, public_url, threads, two_pass):
+          cache_dir, cache_max_mb, files_dir, files_ttl, files_max_mb, max_pixels, public_url, drain_grace, drain_timeout, threads, two_pass):
     """Serve a package over an OpenAI-compatible API (POST /v1/images/generations).
 
     \b
@@ -139,10 +160,13 @@ def serve(package, host, port, target, aliases, api_keys, api_key_file, allow_un
     from nanoedge.runtime.default_model import default_package_path
     from nanoedge.runtime.pipeline import Pipeline
     from nanoedge.runtime.server import ServerSettings, create_app
+    from nanoedge.runtime.server.lifecycle import DrainingServer
     from nanoedge.runtime.server.settings import is_loopback
     from nanoedge.targets import resolve_target
 
     keys = read_api_keys(api_keys, api_key_file)
+    if public_url is not None and not re.match(r"^https?://[^/\s?#]+(/[^\s?#]*)?$", public_url):
+        raise InvalidRequestError(f"--public-url {public_url!r} is not an absolute http(s) URL", hint="give it as https://box.local or http://10.0.0.5:8000/prefix")
     if not is_loopback(host) and not keys:
         if not allow_unauthenticated_remote:
             raise InvalidRequestError(
@@ -169,6 +193,8 @@ def serve(package, host, port, target, aliases, api_keys, api_key_file, allow_un
         files_max_mb=files_max_mb,
         max_pixels=max_pixels,
         public_url=public_url,
+        drain_grace_s=drain_grace,
+        drain_timeout_s=drain_timeout,
     )
     failure: list[BaseException] = []
 
@@ -179,13 +205,6 @@ def serve(package, host, port, target, aliases, api_keys, api_key_file, allow_un
     app = create_app(lambda: Pipeline.load(path, target=target, threads=threads, two_pass=two_pass), settings, on_fatal=on_fatal)
     state = app.state.server
 
-    class DrainingServer(uvicorn.Server):
-        """uvicorn drains in-flight requests on SIGTERM; tell the app first so it refuses new work."""
-
-        def handle_exit(self, sig, frame):  # noqa: ANN001 - uvicorn's signature
-            state.begin_drain()
-            super().handle_exit(sig, frame)
-
     verbose = logging.getLogger().isEnabledFor(logging.DEBUG)
     logging.getLogger("nanoedge").setLevel(logging.DEBUG if verbose else logging.INFO)
     config = uvicorn.Config(
@@ -195,7 +214,7 @@ def serve(package, host, port, target, aliases, api_keys, api_key_file, allow_un
         access_log=verbose,
         timeout_graceful_shutdown=int(settings.drain_timeout_s),
     )
-    server = DrainingServer(config)
+    server = DrainingServer(config, state)
     sock = bind_socket(host, port)
     bound_port = sock.getsockname()[1]
     shown_host = f"[{host}]" if ":" in host else host

@@ -159,8 +159,17 @@ async def create_image(request: Request) -> Response:
 
 
 def _public_url(request: Request, settings: ServerSettings, path: str) -> str:
-    base = settings.public_url.rstrip("/") if settings.public_url else str(request.base_url).rstrip("/")
-    return base + path
+    """``--public-url`` + path, else the address this connection was accepted on.
+
+    Never the Host header: a client could make the server hand out links to a host of its
+    choosing (to other clients too, through cached answers and logs)."""
+    if settings.public_url:
+        return settings.public_url.rstrip("/") + path
+    host, port = request.scope.get("server") or (settings.host, settings.port)
+    scheme = request.scope.get("scheme") or "http"
+    host = f"[{host}]" if ":" in str(host) else str(host)
+    default_port = {"http": 80, "https": 443}.get(scheme)
+    return f"{scheme}://{host}" + (f":{port}" if port and port != default_port else "") + path
 
 
 def _model_object(service: ImageService, name: str) -> dict[str, Any]:
@@ -257,21 +266,24 @@ class RequestContext:
             if message["type"] == "http.response.start":
                 status["code"], status["sent"] = message["status"], True
                 message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+                extra = [(b"x-request-id", request_id.encode())]
+                if self.state.status == "draining":  # keep-alive clients: reconnect, not reuse
+                    extra.append((b"connection", b"close"))
+                message["headers"] = [*message["headers"], *extra]
             await send(message)
 
         path = scope.get("path", "")
         try:
             error = self._check_auth(scope)
             if error is not None:
-                await _error_response(error, request_id)(scope, receive, send)
+                await _error_response(error)(scope, receive, send_with_id)
                 status["code"] = error.status
             else:
                 await self.app(scope, receive, send_with_id)
         except Exception:
             log.exception("unhandled error in %s %s (request id %s)", scope.get("method"), path, request_id)
             if not status["sent"]:
-                await _error_response(internal_error(request_id), request_id)(scope, receive, send)
+                await _error_response(internal_error(request_id))(scope, receive, send_with_id)
             status["code"] = 500
         finally:
             self.state.metrics.observe_request(

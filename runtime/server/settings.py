@@ -40,7 +40,10 @@ class ServerSettings:
     public_url: str | None = None
     #: Largest accepted request body.
     max_body_bytes: int = 1 << 20
-    #: Seconds SIGTERM waits for in-flight work before closing connections.
+    #: After SIGTERM/SIGINT: seconds the server keeps listening, answering /readyz and new
+    #: generation requests 503 + Retry-After, so a load balancer sees the drain (lifecycle.py).
+    drain_grace_s: float = 5.0
+    #: Longest wait for accepted work after the signal, before connections are closed anyway.
     drain_timeout_s: float = 600.0
     #: Run one tiny generation before turning ready, so the first client is not the warm-up.
     warmup: bool = True
