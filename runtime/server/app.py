@@ -2,7 +2,7 @@
 
 Routes: ``POST /v1/images/generations``, ``GET /v1/models``, ``GET /v1/models/{id}``,
 ``GET /v1/images/files/{name}`` (the images behind ``response_format=url``), ``GET /healthz``,
-``GET /readyz`` and ``GET /metrics``. Starlette rather than FastAPI: request parsing is our own
+``GET /readyz``, ``GET /metrics`` and ``GET /openapi.json`` (built from the validation rules). Starlette rather than FastAPI: request parsing is our own
 (errors must be 400s in the OpenAI envelope, never a framework's 422), so FastAPI's
 pydantic layer would only be in the way.
 
@@ -36,6 +36,7 @@ from nanoedge.runtime.pipeline import Pipeline
 
 from .errors import APIError, internal_error, unavailable
 from .metrics import Metrics
+from .openapi import build_openapi
 from .service import ClientGone, ImageService
 from .settings import ServerSettings
 from .validation import parse_image_request, parse_json_body
@@ -211,6 +212,20 @@ async def readyz(request: Request) -> Response:
     return JSONResponse({"status": "ready", "model": service.model_id, "queue_depth": service.worker.depth()})
 
 
+async def openapi_document(request: Request) -> Response:
+    state = _state(request)
+    service = state.service
+    if service is None:
+        raise unavailable("The model is still loading; the document lists its names and styles once it is loaded.", "model_loading", state.settings.unavailable_retry_after_s)
+    rules = service.sizes.rules
+    if rules.static is not None:
+        note = f"This package makes {rules.static} images; sizes of the same aspect ratio are resized from it."
+    else:
+        note = f"This package: each side {rules.minimum}..{rules.maximum} px, a multiple of 8, aspect ratio up to 4:1."
+    styles = sorted(set(service.styles.styles) | set(service.styles.aliases))
+    return JSONResponse(build_openapi(service.model_names, styles, bool(state.settings.api_keys), note))
+
+
 async def metrics(request: Request) -> Response:
     return PlainTextResponse(_state(request).metrics.render(), media_type="text/plain; version=0.0.4")
 
@@ -345,6 +360,7 @@ def create_app(
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        Route("/openapi.json", openapi_document, methods=["GET"]),
     ]
     app = Starlette(
         routes=routes,
