@@ -3,6 +3,7 @@ key: each observed the way clients see it, through the official SDK and its retr
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
@@ -142,3 +143,51 @@ def test_api_keys(pipeline):
         sneaky = httpx.get(f"{server.api_url}/images/files/x/../../models")  # not a file name: the key is required
         assert sneaky.status_code == 401
         assert httpx.get(f"{server.base_url}/readyz").status_code == 200
+
+
+def test_flood_of_ten_times_the_queue_gets_only_200_or_429(pipeline):
+    queue = 4
+    with serve(pipeline, max_queue=queue, max_batch=4, cache_dir=None) as server:
+        generated_before = server.metric("nanoedge_images_generated_total")
+
+        async def flood():
+            limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+            async with httpx.AsyncClient(base_url=server.api_url, timeout=120, limits=limits) as http:
+                bodies = [{"prompt": f"flood {i}", "response_format": "b64_json", "size": "128x128", "steps": 20} for i in range(10 * queue)]
+                return await asyncio.gather(*(http.post("/images/generations", json=body) for body in bodies))
+
+        responses = asyncio.run(flood())
+        statuses = [r.status_code for r in responses]
+        assert set(statuses) <= {200, 429}, statuses
+        assert statuses.count(200) >= queue and statuses.count(429) >= 1
+        for response in responses:
+            if response.status_code == 429:
+                assert 1 <= int(response.headers["retry-after"]) <= 60 and response.json()["error"]["code"] == "queue_full"
+            else:
+                assert len(response.json()["data"]) == 1 and response.json()["data"][0]["b64_json"]
+        # every accepted request was generated exactly once, and none was dropped or cancelled
+        assert server.metric("nanoedge_images_generated_total") - generated_before == statuses.count(200)
+        assert server.metric("nanoedge_dropped_requests_total") == 0 and server.metric("nanoedge_cancelled_requests_total") == 0
+
+
+def test_timed_out_work_stops_at_the_next_step(pipeline):
+    """The reported case: a 500-step, 4-image request past --request-timeout got 504 but kept the
+    worker busy, so the next request timed out too. Now the worker stops it within a step."""
+    with serve(pipeline, request_timeout_s=2.0, cache_dir=None) as server:
+        started = time.monotonic()
+        big = httpx.post(f"{server.api_url}/images/generations", json={"prompt": "huge", "n": 4, "steps": 500, "size": "128x128"}, timeout=30)
+        assert big.status_code == 504 and big.headers["x-should-retry"] == "false"
+        assert time.monotonic() - started < 5
+        wait_until(lambda: server.metric("nanoedge_cancelled_requests_total") == 1, 5, "the cancelled series")
+        after = httpx.post(f"{server.api_url}/images/generations", json={"prompt": "next", "response_format": "b64_json"}, timeout=30)
+        assert after.status_code == 200  # the worker was free again
+        assert server.metric("nanoedge_dropped_requests_total") == 0
+
+
+def test_client_leaving_running_work_frees_the_worker(pipeline):
+    with serve(pipeline, cache_dir=None) as server:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{server.api_url}/images/generations", json={"prompt": "gone", "n": 4, "steps": 500, "size": "128x128"}, timeout=1.0)
+        wait_until(lambda: server.metric("nanoedge_cancelled_requests_total") == 1, 5, "the cancelled series")
+        wait_until(lambda: not server.state.service.worker.busy(), 5, "the worker to stop")
+        assert server.metric("nanoedge_dropped_requests_total") == 0
