@@ -154,6 +154,9 @@ def test_lone_surrogate_prompt_cannot_fail_its_batch(server, gated):
         field_name = http.post(f"{server.api_url}/images/generations", content=b'{"prompt": "ok", "\\ud800x": 1}', headers={"content-type": "application/json"})
         assert field_name.status_code == 400 and field_name.json()["error"]["code"] == "unknown_parameter"
         assert field_name.json()["error"]["param"] == "\\ud800x"
+        for path in ("/v1/models/%ED%A0%80", "/v1/models/%FF%FE", "/v1/images/files/%ED%A0%80.png", "/v1/%00"):
+            answer = http.get(server.base_url + path)
+            assert 400 <= answer.status_code < 500 and set(answer.json()["error"]) == ENVELOPE_KEYS, (path, answer.text)
 
 
 # -- schemathesis against /openapi.json --------------------------------------------------------

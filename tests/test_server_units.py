@@ -130,6 +130,47 @@ def test_parse_request_null_is_not_given_and_defaults():
     assert err.value.param == "extra"
 
 
+@pytest.mark.parametrize(
+    "raw,param,code",
+    [
+        (b'{"prompt": "\\ud800 red"}', "prompt", "invalid_value"),
+        (b'{"prompt": "ok", "negative_prompt": "\\udfff"}', "negative_prompt", "invalid_value"),
+        (b'{"prompt": "ok", "model": "\\ud800"}', "model", "invalid_value"),
+        (b'{"prompt": "ok", "\\ud800": 1}', "\\ud800", "unknown_parameter"),
+        (b'{"prompt": "\\u200b\\u200d\\ufeff "}', "prompt", "invalid_value"),
+        (b'{"prompt": "ok", "size": "\xc2\xb2"}', "size", "invalid_value"),  # a Unicode digit, not ASCII
+        (b'{"prompt": "ok", "n": 2.5}', "n", "invalid_type"),
+        (b'{"prompt": "ok", "partial_images": 1.0}', "partial_images", "unsupported_value"),
+        (b'{"prompt": "ok", "stream": 0}', "stream", "unsupported_value"),
+        (b'{"prompt": "ok", "n": ' + b"1" * 5000 + b"}", None, "invalid_value"),
+        (b'{"prompt": "ok", "n": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", None, "invalid_json"),
+        (b'{"prompt": "ok", "guidance_scale": NaN}', None, "invalid_json"),
+    ],
+)
+def test_edge_validation_rejects_what_later_stages_cannot_take(raw, param, code):
+    with pytest.raises(APIError) as err:
+        parse_image_request(parse_json_body(raw), StyleBook())
+    assert (err.value.status, err.value.param, err.value.code) == (400, param, code)
+    assert err.value.render().decode("ascii")  # always renderable, whatever the client sent
+
+
+def test_integers_given_as_floats_are_accepted_everywhere():
+    request = parse_image_request(parse_json_body(b'{"prompt": "p", "n": 2.0, "steps": 3.0, "seed": 7.0, "output_compression": 50.0, "partial_images": 0.0}'), StyleBook())
+    assert (request.n, request.steps, request.seed, request.output_compression) == (2, 3, 7, 50)
+    assert all(type(v) is int for v in (request.n, request.steps, request.seed, request.output_compression))
+    # brackets and digits inside strings are text, not structure
+    assert parse_json_body(b'{"prompt": "[[[[' + b"9" * 500 + b'"}')["prompt"].startswith("[[[[")
+
+
+def test_to_api_error_uses_the_exception_param():
+    from nanoedge.runtime.errors import InvalidRequestError
+    from nanoedge.runtime.server.errors import to_api_error
+
+    error = to_api_error(InvalidRequestError("guidance must be a number", hint="0..50", param="guidance"))
+    assert (error.status, error.param, error.message) == (400, "guidance_scale", "Guidance must be a number (0..50)")
+    assert to_api_error(InvalidRequestError("lcm cannot run 99 steps", param="steps")).param == "steps"
+
+
 # -- cache -------------------------------------------------------------------------------------
 def test_result_cache_roundtrip_lru_and_damage(tmp_path):
     cache = ResultCache(tmp_path, max_bytes=2500, namespace="pkg")
