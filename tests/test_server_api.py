@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import time
 
 import httpx
 import openai
@@ -290,6 +291,8 @@ def test_client_disconnect_drops_queued_work(server, gated):
             with pytest.raises(httpx.ReadTimeout):
                 httpx.post(f"{server.api_url}/images/generations", json={"prompt": "leaver"}, timeout=0.5)
             wait_until(lambda: server.metric("nanoedge_dropped_requests_total") > dropped_before, message="dropped counter")
+            time.sleep(0.1)
+            assert server.metric("nanoedge_dropped_requests_total") == dropped_before + 1  # counted once
             gated.gate.set()
             holder.join(30)
     finally:

@@ -272,6 +272,7 @@ def test_worker_batches_compatible_requests_in_order():
     time.sleep(0.05)  # the worker holds "first" at the gate
     jobs += [worker.submit(r) for r in [_request("a"), _request("other-size", size=128), _request("b"), _request("c", n=2), _request("d")]]
     assert worker.cancel(jobs[3]) == "dropped"  # "b": its client left while it was queued
+    assert worker.cancel(jobs[3]) == "dropped"  # asking again changes nothing (counted once below)
     fake.gate.set()
     for job in jobs:
         if not job.future.cancelled():

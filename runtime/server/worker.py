@@ -134,6 +134,8 @@ class InferenceWorker:
         will never run), ``"cancelling"`` (it is running: the worker stops it at the next
         step it can) or ``"done"`` (it had already finished)."""
         with self._cond:
+            if job.future.cancelled():  # cancelled before: counted then
+                return "dropped"
             if job.future.cancel():
                 self.stats.dropped += 1
                 return "dropped"
