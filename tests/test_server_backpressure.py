@@ -153,7 +153,8 @@ def test_flood_of_ten_times_the_queue_gets_only_200_or_429(pipeline):
         async def flood():
             limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
             async with httpx.AsyncClient(base_url=server.api_url, timeout=120, limits=limits) as http:
-                bodies = [{"prompt": f"flood {i}", "response_format": "b64_json", "size": "128x128", "steps": 20} for i in range(10 * queue)]
+                body = {"response_format": "b64_json", "size": "128x128", "steps": 20}
+                bodies = [{"prompt": f"flood {i}", **body} for i in range(10 * queue)]
                 return await asyncio.gather(*(http.post("/images/generations", json=body) for body in bodies))
 
         responses = asyncio.run(flood())
@@ -175,7 +176,8 @@ def test_timed_out_work_stops_at_the_next_step(pipeline):
     worker busy, so the next request timed out too. Now the worker stops it within a step."""
     with serve(pipeline, request_timeout_s=2.0, cache_dir=None) as server:
         started = time.monotonic()
-        big = httpx.post(f"{server.api_url}/images/generations", json={"prompt": "huge", "n": 4, "steps": 500, "size": "128x128"}, timeout=30)
+        huge = {"prompt": "huge", "n": 4, "steps": 500, "size": "128x128"}
+        big = httpx.post(f"{server.api_url}/images/generations", json=huge, timeout=30)
         assert big.status_code == 504 and big.headers["x-should-retry"] == "false"
         assert time.monotonic() - started < 5
         wait_until(lambda: server.metric("nanoedge_cancelled_requests_total") == 1, 5, "the cancelled series")
@@ -187,7 +189,8 @@ def test_timed_out_work_stops_at_the_next_step(pipeline):
 def test_client_leaving_running_work_frees_the_worker(pipeline):
     with serve(pipeline, cache_dir=None) as server:
         with pytest.raises(httpx.ReadTimeout):
-            httpx.post(f"{server.api_url}/images/generations", json={"prompt": "gone", "n": 4, "steps": 500, "size": "128x128"}, timeout=1.0)
+            huge = {"prompt": "gone", "n": 4, "steps": 500, "size": "128x128"}
+            httpx.post(f"{server.api_url}/images/generations", json=huge, timeout=1.0)
         wait_until(lambda: server.metric("nanoedge_cancelled_requests_total") == 1, 5, "the cancelled series")
         wait_until(lambda: not server.state.service.worker.busy(), 5, "the worker to stop")
         assert server.metric("nanoedge_dropped_requests_total") == 0

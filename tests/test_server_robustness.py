@@ -20,10 +20,10 @@ import json
 
 import httpx
 import pytest
+from server_support import GatedPipeline, serve, wait_until
 
 from nanoedge.runtime.pipeline import Pipeline
 from nanoedge.runtime.server.validation import FIELDS
-from server_support import GatedPipeline, serve, wait_until
 
 pytest.importorskip("uvicorn")
 hypothesis = pytest.importorskip("hypothesis")
@@ -56,7 +56,9 @@ _json_values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=3) 
 _raw_fragments = st.one_of(
     st.integers(min_value=1, max_value=100_000).map(lambda d: Raw("[" * d + "]" * d)),
     st.integers(min_value=1, max_value=20_000).map(lambda k: Raw("9" * k)),
-    st.sampled_from([Raw("NaN"), Raw("-Infinity"), Raw("1e999"), Raw('"\\ud800"'), Raw('"\\udfff red"'), Raw("2.0"), Raw("0.0"), Raw("-0")]),
+    st.sampled_from(
+        [Raw("NaN"), Raw("-Infinity"), Raw("1e999"), Raw('"\\ud800"'), Raw('"\\udfff red"'), Raw("2.0"), Raw("0.0"), Raw("-0")]
+    ),
 )
 _plausible = {
     "prompt": st.sampled_from(["a red circle", "\u200b\u200b", "  ", "猫", "\ud800 red", "x" * 40000]),
@@ -151,7 +153,9 @@ def test_lone_surrogate_prompt_cannot_fail_its_batch(server, gated):
             body = b'{"prompt": "ok", "%s": "\\udc00"}' % name.encode()
             answer = http.post(f"{server.api_url}/images/generations", content=body, headers={"content-type": "application/json"})
             assert answer.status_code == 400 and answer.json()["error"]["param"] == name, answer.text
-        field_name = http.post(f"{server.api_url}/images/generations", content=b'{"prompt": "ok", "\\ud800x": 1}', headers={"content-type": "application/json"})
+        field_name = http.post(
+            f"{server.api_url}/images/generations", content=b'{"prompt": "ok", "\\ud800x": 1}', headers={"content-type": "application/json"}
+        )
         assert field_name.status_code == 400 and field_name.json()["error"]["code"] == "unknown_parameter"
         assert field_name.json()["error"]["param"] == "\\ud800x"
         for path in ("/v1/models/%ED%A0%80", "/v1/models/%FF%FE", "/v1/images/files/%ED%A0%80.png", "/v1/%00"):

@@ -155,7 +155,8 @@ def test_edge_validation_rejects_what_later_stages_cannot_take(raw, param, code)
 
 
 def test_integers_given_as_floats_are_accepted_everywhere():
-    request = parse_image_request(parse_json_body(b'{"prompt": "p", "n": 2.0, "steps": 3.0, "seed": 7.0, "output_compression": 50.0, "partial_images": 0.0}'), StyleBook())
+    raw = b'{"prompt": "p", "n": 2.0, "steps": 3.0, "seed": 7.0, "output_compression": 50.0, "partial_images": 0.0}'
+    request = parse_image_request(parse_json_body(raw), StyleBook())
     assert (request.n, request.steps, request.seed, request.output_compression) == (2, 3, 7, 50)
     assert all(type(v) is int for v in (request.n, request.steps, request.seed, request.output_compression))
     # brackets and digits inside strings are text, not structure
@@ -163,7 +164,7 @@ def test_integers_given_as_floats_are_accepted_everywhere():
 
 
 def test_to_api_error_uses_the_exception_param():
-    from nanoedge.runtime.errors import InvalidRequestError
+    from nanoedge.core.errors import InvalidRequestError
     from nanoedge.runtime.server.errors import to_api_error
 
     error = to_api_error(InvalidRequestError("guidance must be a number", hint="0..50", param="guidance"))

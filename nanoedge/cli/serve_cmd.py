@@ -123,7 +123,8 @@ def bind_socket(host: str, port: int) -> socket.socket:
 @click.option(
     "--public-url",
     default=None,
-    help="URL prefix for image URLs when behind a proxy, e.g. https://box.local [default: the address the connection came in on; never the Host header].",
+    help="URL prefix for image URLs when behind a proxy, e.g. https://box.local "
+    "[default: the address the connection came in on; never the Host header].",
 )
 @click.option(
     "--drain-grace",
@@ -144,7 +145,8 @@ def bind_socket(host: str, port: int) -> socket.socket:
 @click.option("--two-pass", is_flag=True, help="Run guidance as two UNet passes (lower memory).")
 @handle_errors
 def serve(package, host, port, target, aliases, api_keys, api_key_file, allow_unauthenticated_remote, max_queue, max_batch, request_timeout,
-          cache_dir, cache_max_mb, files_dir, files_ttl, files_max_mb, max_pixels, public_url, drain_grace, drain_timeout, threads, two_pass):
+          cache_dir, cache_max_mb, files_dir, files_ttl, files_max_mb, max_pixels, public_url, drain_grace, drain_timeout,
+          threads, two_pass):
     """Serve a package over an OpenAI-compatible API (POST /v1/images/generations).
 
     \b

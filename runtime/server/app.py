@@ -2,9 +2,9 @@
 
 Routes: ``POST /v1/images/generations``, ``GET /v1/models``, ``GET /v1/models/{id}``,
 ``GET /v1/images/files/{name}`` (the images behind ``response_format=url``), ``GET /healthz``,
-``GET /readyz``, ``GET /metrics`` and ``GET /openapi.json`` (built from the validation rules). Starlette rather than FastAPI: request parsing is our own
-(errors must be 400s in the OpenAI envelope, never a framework's 422), so FastAPI's
-pydantic layer would only be in the way.
+``GET /readyz``, ``GET /metrics`` and ``GET /openapi.json`` (built from the validation rules).
+Starlette rather than FastAPI: request parsing is our own (errors must be 400s in the OpenAI
+envelope, never a framework's 422), so FastAPI's pydantic layer would only be in the way.
 
 The app starts answering at once: ``/healthz`` is 200 while the model loads in a background
 thread and ``/readyz`` (and every API route) answers 503 with ``Retry-After`` until the model
@@ -104,7 +104,7 @@ def _state(request: Request) -> ServerState:
     return request.app.state.server
 
 
-def _error_response(error: APIError, request_id: str | None = None) -> JSONResponse:
+def _error_response(error: APIError, request_id: str | None = None) -> Response:
     headers = dict(error.headers)
     if request_id:
         headers["x-request-id"] = request_id
@@ -216,7 +216,11 @@ async def openapi_document(request: Request) -> Response:
     state = _state(request)
     service = state.service
     if service is None:
-        raise unavailable("The model is still loading; the document lists its names and styles once it is loaded.", "model_loading", state.settings.unavailable_retry_after_s)
+        raise unavailable(
+            "The model is still loading; the document lists its names and styles once it is loaded.",
+            "model_loading",
+            state.settings.unavailable_retry_after_s,
+        )
     rules = service.sizes.rules
     if rules.static is not None:
         note = f"This package makes {rules.static} images; sizes of the same aspect ratio are resized from it."

@@ -58,7 +58,8 @@ class DrainingServer(uvicorn.Server):
     def _drain(self) -> None:
         settings = self.state.settings
         log.info(
-            "draining: /readyz and new requests answer 503 for %g s and until accepted work is done (at most %g s); send the signal again to stop now",
+            "draining: /readyz and new requests answer 503 for %g s and until accepted work is done (at most %g s); "
+            "send the signal again to stop now",
             settings.drain_grace_s,
             settings.drain_timeout_s,
         )

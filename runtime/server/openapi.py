@@ -55,7 +55,9 @@ def _field_schema(spec: Field, styles: list[str]) -> dict[str, Any]:
 def _error(description: str, retry_after: bool = False) -> dict[str, Any]:
     response: dict[str, Any] = {"description": description, "content": {_JSON: {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
     if retry_after:
-        response["headers"] = {"Retry-After": {"description": "Seconds to wait (1-60).", "schema": {"type": "string", "pattern": "^[0-9]+$"}}}
+        response["headers"] = {
+            "Retry-After": {"description": "Seconds to wait (1-60).", "schema": {"type": "string", "pattern": "^[0-9]+$"}}
+        }
     return response
 
 
@@ -79,7 +81,8 @@ def build_openapi(model_names: list[str], styles: list[str], auth: bool, size_no
         "properties": properties,
         "required": [spec.name for spec in FIELDS if spec.required],
         "additionalProperties": False,
-        "description": f"JSON null means 'not given'. Bodies over 1 MiB, nested deeper than {MAX_JSON_DEPTH} levels or with number literals "
+        "description": f"JSON null means 'not given'. Bodies over 1 MiB, nested deeper than {MAX_JSON_DEPTH} levels or with number "
+        "literals "
         f"longer than {MAX_NUMBER_CHARS} characters are refused with 400/413.",
     }
     nullable_string = {"type": ["string", "null"]}
@@ -92,7 +95,12 @@ def build_openapi(model_names: list[str], styles: list[str], auth: bool, size_no
                 "error": {
                     "type": "object",
                     "required": ["message", "type", "param", "code"],
-                    "properties": {"message": {"type": "string"}, "type": {"type": "string"}, "param": nullable_string, "code": nullable_string},
+                    "properties": {
+                        "message": {"type": "string"},
+                        "type": {"type": "string"},
+                        "param": nullable_string,
+                        "code": nullable_string,
+                    },
                 }
             },
         },
@@ -116,7 +124,12 @@ def build_openapi(model_names: list[str], styles: list[str], auth: bool, size_no
         "Model": {
             "type": "object",
             "required": ["id", "object", "created", "owned_by"],
-            "properties": {"id": {"type": "string"}, "object": {"const": "model"}, "created": {"type": "integer"}, "owned_by": {"type": "string"}},
+            "properties": {
+                "id": {"type": "string"},
+                "object": {"const": "model"},
+                "created": {"type": "integer"},
+                "owned_by": {"type": "string"},
+            },
         },
         "ListModelsResponse": {
             "type": "object",
@@ -126,7 +139,7 @@ def build_openapi(model_names: list[str], styles: list[str], auth: bool, size_no
         "Status": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}},
     }
     api_errors = _common_errors(auth)
-    security = [{"bearer": []}] if auth else []
+    security: list[dict[str, list[str]]] = [{"bearer": []}] if auth else []
     paths = {
         "/v1/images/generations": {
             "post": {
@@ -153,7 +166,13 @@ def build_openapi(model_names: list[str], styles: list[str], auth: bool, size_no
             "get": {
                 "operationId": "listModels",
                 "security": security,
-                "responses": {"200": {"description": "Served model names.", "content": {_JSON: {"schema": {"$ref": "#/components/schemas/ListModelsResponse"}}}}, **api_errors},
+                "responses": {
+                    "200": {
+                        "description": "Served model names.",
+                        "content": {_JSON: {"schema": {"$ref": "#/components/schemas/ListModelsResponse"}}},
+                    },
+                    **api_errors,
+                },
             }
         },
         "/v1/models/{model}": {
@@ -175,13 +194,27 @@ def build_openapi(model_names: list[str], styles: list[str], auth: bool, size_no
                 "security": [],
                 "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
                 "responses": {
-                    "200": {"description": "The image.", "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in ("image/png", "image/jpeg", "image/webp")}},
+                    "200": {
+                        "description": "The image.",
+                        "content": {
+                            t: {"schema": {"type": "string", "format": "binary"}} for t in ("image/png", "image/jpeg", "image/webp")
+                        },
+                    },
                     "404": _error("No such file, or it expired."),
                     "500": _error("A bug."),
                 },
             }
         },
-        "/healthz": {"get": {"operationId": "health", "security": [], "responses": {"200": {"description": "The process is up.", "content": {_JSON: {"schema": {"$ref": "#/components/schemas/Status"}}}}, "500": _error("A bug.")}}},
+        "/healthz": {
+            "get": {
+                "operationId": "health",
+                "security": [],
+                "responses": {
+                    "200": {"description": "The process is up.", "content": {_JSON: {"schema": {"$ref": "#/components/schemas/Status"}}}},
+                    "500": _error("A bug."),
+                },
+            }
+        },
         "/readyz": {
             "get": {
                 "operationId": "ready",
@@ -193,12 +226,35 @@ def build_openapi(model_names: list[str], styles: list[str], auth: bool, size_no
                 },
             }
         },
-        "/metrics": {"get": {"operationId": "metrics", "security": [], "responses": {"200": {"description": "Prometheus text format.", "content": {"text/plain": {"schema": {"type": "string"}}}}, "500": _error("A bug.")}}},
-        "/openapi.json": {"get": {"operationId": "openapi", "security": [], "responses": {"200": {"description": "This document.", "content": {_JSON: {"schema": {"type": "object"}}}}, "503": _error("Still loading.", retry_after=True), "500": _error("A bug.")}}},
+        "/metrics": {
+            "get": {
+                "operationId": "metrics",
+                "security": [],
+                "responses": {
+                    "200": {"description": "Prometheus text format.", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                    "500": _error("A bug."),
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "operationId": "openapi",
+                "security": [],
+                "responses": {
+                    "200": {"description": "This document.", "content": {_JSON: {"schema": {"type": "object"}}}},
+                    "503": _error("Still loading.", retry_after=True),
+                    "500": _error("A bug."),
+                },
+            }
+        },
     }
     document: dict[str, Any] = {
         "openapi": "3.1.0",
-        "info": {"title": "nanoedge image server", "version": __version__, "description": "OpenAI-compatible image generation on the local box."},
+        "info": {
+            "title": "nanoedge image server",
+            "version": __version__,
+            "description": "OpenAI-compatible image generation on the local box.",
+        },
         "paths": paths,
         "components": {"schemas": schemas},
     }

@@ -88,7 +88,8 @@ class ImageService:
         stats = self.worker.stats
         metrics.counter(
             "nanoedge_dropped_requests_total",
-            "Requests removed from the queue before their generation started, because the client disconnected or the request timeout passed.",
+            "Requests removed from the queue before their generation started, "
+            "because the client disconnected or the request timeout passed.",
             lambda: stats.dropped,
         )
         metrics.counter(

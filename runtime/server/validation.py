@@ -76,7 +76,14 @@ class Field:
 
 
 FIELDS: tuple[Field, ...] = (
-    Field("prompt", "string", "What to draw; the text encoder reads the first 77 tokens.", max_chars=MAX_PROMPT_CHARS, visible=True, required=True),
+    Field(
+        "prompt",
+        "string",
+        "What to draw; the text encoder reads the first 77 tokens.",
+        max_chars=MAX_PROMPT_CHARS,
+        visible=True,
+        required=True,
+    ),
     Field("model", "string", "The package id or one of its aliases; omitted: the served model.", max_chars=MAX_MODEL_CHARS),
     Field("n", "integer", "Number of images.", minimum=1, maximum=MAX_API_IMAGES),
     Field("size", "string", "'auto' or WIDTHxHEIGHT within the package's bounds.", max_chars=32, pattern=SIZE_PATTERN),
@@ -149,23 +156,41 @@ def _no_constant(name: str) -> Any:
 def parse_json_body(raw: bytes) -> dict[str, Any]:
     """The body as a dict; 400 ``invalid_json`` for anything that is not one bounded JSON object."""
     if not raw.strip():
-        raise invalid("The request body is empty: send a JSON object such as {\"prompt\": \"a red bicycle\"}.", None, "invalid_json")
+        raise invalid('The request body is empty: send a JSON object such as {"prompt": "a red bicycle"}.', None, "invalid_json")
     skeleton = _JSON_STRING.sub(b'""', raw)  # strings out: brackets and digits inside them do not count
     depth = _nesting_depth(skeleton)
     if depth > MAX_JSON_DEPTH:
-        raise invalid(f"The request body nests JSON {depth} levels deep; at most {MAX_JSON_DEPTH} are accepted (a request is one flat object).", None, "invalid_json")
+        raise invalid(
+            f"The request body nests JSON {depth} levels deep; at most {MAX_JSON_DEPTH} are accepted (a request is one flat object).",
+            None,
+            "invalid_json",
+        )
     if _NUMBER_RUN.search(skeleton):
-        raise invalid(f"The request body has a number literal longer than {MAX_NUMBER_CHARS} characters; no field takes such a number.", None, "invalid_value")
+        raise invalid(
+            f"The request body has a number literal longer than {MAX_NUMBER_CHARS} characters; no field takes such a number.",
+            None,
+            "invalid_value",
+        )
     try:
         body = json.loads(raw, parse_int=_bounded_number, parse_float=_bounded_number, parse_constant=_no_constant)
     except _NumberTooLong:
-        raise invalid(f"The request body has a number literal longer than {MAX_NUMBER_CHARS} characters; no field takes such a number.", None, "invalid_value") from None
+        raise invalid(
+            f"The request body has a number literal longer than {MAX_NUMBER_CHARS} characters; no field takes such a number.",
+            None,
+            "invalid_value",
+        ) from None
     except json.JSONDecodeError as exc:
-        raise invalid(f"The request body is not valid JSON ({exc.msg} at character {exc.pos}); send a JSON object.", None, "invalid_json") from None
+        raise invalid(
+            f"The request body is not valid JSON ({exc.msg} at character {exc.pos}); send a JSON object.", None, "invalid_json"
+        ) from None
     except (UnicodeDecodeError, ValueError, RecursionError):
-        raise invalid("The request body is not valid JSON (bad encoding or a non-standard value such as NaN); send a UTF-8 JSON object.", None, "invalid_json") from None
+        raise invalid(
+            "The request body is not valid JSON (bad encoding or a non-standard value such as NaN); send a UTF-8 JSON object.",
+            None,
+            "invalid_json",
+        ) from None
     if not isinstance(body, dict):
-        raise invalid("The request body must be a JSON object, such as {\"prompt\": \"a red bicycle\"}.", None, "invalid_json")
+        raise invalid('The request body must be a JSON object, such as {"prompt": "a red bicycle"}.', None, "invalid_json")
     return body
 
 
@@ -175,7 +200,9 @@ _SIZE_RE = re.compile(SIZE_PATTERN)
 
 
 def _type_name(value: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array", dict: "an object"}.get(type(value), type(value).__name__)
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array", dict: "an object"}.get(
+        type(value), type(value).__name__
+    )
 
 
 def has_visible_text(text: str) -> bool:
@@ -188,7 +215,8 @@ def _check_text(value: str, name: str) -> None:
     bad = _SURROGATE.search(value)
     if bad:
         raise invalid(
-            f"'{name}' contains a lone UTF-16 surrogate (U+{ord(bad.group()):04X} at character {bad.start()}), which is not valid Unicode text; "
+            f"'{name}' contains a lone UTF-16 surrogate (U+{ord(bad.group()):04X} at character {bad.start()}), "
+            "which is not valid Unicode text; "
             "send the text as valid UTF-8 (a JSON \\ud83d\\ude00 pair is fine, a lone \\ud800 is not).",
             name,
             "invalid_value",
@@ -205,11 +233,19 @@ def _string(body: dict, spec: Field) -> str | None:
     if spec.max_chars is not None and len(value) > spec.max_chars:
         raise invalid(f"'{name}' is {len(value)} characters long; the maximum is {spec.max_chars}.", name, "string_above_max_length")
     if spec.visible and not has_visible_text(value):
-        raise invalid(f"'{name}' must contain visible text (letters, digits or symbols), not only spaces or invisible characters.", name, "invalid_value")
+        raise invalid(
+            f"'{name}' must contain visible text (letters, digits or symbols), not only spaces or invisible characters.",
+            name,
+            "invalid_value",
+        )
     if spec.pattern is not None and not _SIZE_RE.match(value):
-        raise invalid(f"'{name}' {printable(value)!r} is not understood: give WIDTHxHEIGHT such as 512x512, or 'auto'.", name, "invalid_value")
+        raise invalid(
+            f"'{name}' {printable(value)!r} is not understood: give WIDTHxHEIGHT such as 512x512, or 'auto'.", name, "invalid_value"
+        )
     if spec.choices and value not in spec.choices and not (spec.fold_case and value.strip().lower() in spec.choices):
-        raise invalid(f"'{name}' must be one of {', '.join(repr(c) for c in spec.choices)}, got {printable(value)!r}.", name, "invalid_value")
+        raise invalid(
+            f"'{name}' must be one of {', '.join(repr(c) for c in spec.choices)}, got {printable(value)!r}.", name, "invalid_value"
+        )
     return value
 
 
@@ -230,7 +266,11 @@ def _integer(body: dict, spec: Field) -> int | None:
         return None
     number = as_integer(value)
     if number is None:
-        raise invalid(f"'{name}' must be an integer, not {_type_name(value) if not isinstance(value, float) else 'a fractional number'}.", name, "invalid_type")
+        raise invalid(
+            f"'{name}' must be an integer, not {_type_name(value) if not isinstance(value, float) else 'a fractional number'}.",
+            name,
+            "invalid_type",
+        )
     assert spec.minimum is not None and spec.maximum is not None
     if not spec.minimum <= number <= spec.maximum:
         raise invalid(f"'{name}' must be between {int(spec.minimum)} and {int(spec.maximum)}, got {value}.", name, "invalid_value")
@@ -266,7 +306,9 @@ def _neutral(body: dict, spec: Field) -> None:
     got = printable(json.dumps(value)) if isinstance(value, (str, int, float, bool)) else _type_name(value)
     if len(got) > 80:
         got = got[:77] + "..."
-    raise invalid(f"'{spec.name}'={got} is not supported by this server (accepted: {shown}, or leave it out).", spec.name, "unsupported_value")
+    raise invalid(
+        f"'{spec.name}'={got} is not supported by this server (accepted: {shown}, or leave it out).", spec.name, "unsupported_value"
+    )
 
 
 def parse_image_request(body: dict[str, Any], styles: StyleBook) -> ImageRequest:
@@ -297,7 +339,11 @@ def parse_image_request(body: dict[str, Any], styles: StyleBook) -> ImageRequest
         assert quality is not None  # the choices are the alias table's keys
     style = values["style"]
     if style is not None and styles.lookup(style) is None:
-        raise invalid(f"'style' {printable(style)!r} is not known; use one of {', '.join(styles.names())} (or a label such as 动漫, 写实风格).", "style", "invalid_value")
+        raise invalid(
+            f"'style' {printable(style)!r} is not known; use one of {', '.join(styles.names())} (or a label such as 动漫, 写实风格).",
+            "style",
+            "invalid_value",
+        )
     return ImageRequest(
         prompt=values["prompt"],
         model=values["model"],
