@@ -16,11 +16,12 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "QuantizeOptions": ".api",
-    "QuantizeResult": ".api",
+    "QuantizeOptions": ".options",
+    "QuantizeResult": ".options",
     "GateMissed": ".api",
+    "QualityGateError": ".api",
     "quantize_package": ".api",
-    "resolve_schemes": ".api",
+    "resolve_schemes": ".checks",
     "QualityGate": ".gate",
     "Recipe": ".recipes",
     "recipe_for": ".recipes",

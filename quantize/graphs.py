@@ -265,3 +265,52 @@ def ensure_node_names(model) -> bool:
             changed = True
         seen.add(node.name)
     return changed
+
+
+def _short(index: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    text = ""
+    while True:
+        index, rest = divmod(index, 36)
+        text = digits[rest] + text
+        if index == 0:
+            return text
+
+
+def shorten_names(model) -> int:
+    """Rename every node and every tensor but the graph's inputs and outputs, in graph order.
+
+    onnxruntime's QDQ quantizer names each of its hundreds of Q/DQ nodes, scales and zero
+    points after the tensor it quantizes (``/unet/up_blocks.3/.../conv_shortcut/Conv_output_0
+    _QuantizeLinear_Output``): in the demo INT8 UNet the graph structure was 0.080 of the FP32
+    bytes next to 0.237 for the weights. Names are ``n<k>`` (nodes) and ``t<k>`` (tensors),
+    base 36 by first appearance, so the same graph always gets the same names. Graphs with
+    subgraphs are left alone (their names are scoped). Returns how many names changed.
+    """
+    graph = model.graph
+    for node in graph.node:
+        if any(attr.g.node or attr.graphs for attr in node.attribute):
+            return 0
+    keep = {v.name for v in graph.input} | {v.name for v in graph.output}
+    names: dict[str, str] = {}
+
+    def rename(name: str) -> str:
+        if not name or name in keep:
+            return name
+        if name not in names:
+            names[name] = "t" + _short(len(names))
+        return names[name]
+
+    for tensor in graph.initializer:
+        tensor.name = rename(tensor.name)
+    for tensor in graph.sparse_initializer:
+        tensor.values.name = rename(tensor.values.name)
+    for index, node in enumerate(graph.node):
+        node.name = "n" + _short(index)
+        for slot, name in enumerate(node.input):
+            node.input[slot] = rename(name)
+        for slot, name in enumerate(node.output):
+            node.output[slot] = rename(name)
+    for info in graph.value_info:
+        info.name = rename(info.name)
+    return len(names) + len(graph.node)

@@ -15,16 +15,19 @@ from typing import Any
 
 from nanoedge.core.manifest import Manifest
 
-from .graphs import EXTERNAL_SUFFIX, load_model, save_model
+from .graphs import EXTERNAL_SUFFIX, load_model, save_model, shorten_names
 
 
 def component_is_external(source: Manifest, component: str) -> bool:
     return any(rel.endswith(EXTERNAL_SUFFIX) for rel in source.component(component).get("files", []))
 
 
-def write_component(model_path: Path, folder: Path, external: bool) -> list[Path]:
-    """Re-save a quantized model as ``folder/model.onnx`` (+ ``model.onnx_data`` if ``external``)."""
+def write_component(model_path: Path, folder: Path, external: bool, short_names: bool = True) -> list[Path]:
+    """Re-save a quantized model as ``folder/model.onnx`` (+ ``model.onnx_data`` if ``external``),
+    with short node and tensor names unless ``short_names`` is off (see :func:`.graphs.shorten_names`)."""
     model = load_model(model_path)
+    if short_names:
+        shorten_names(model)
     return save_model(model, folder / "model.onnx", external=external)
 
 

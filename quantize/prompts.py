@@ -40,11 +40,15 @@ def load_prompts(path: "str | Path | None" = None) -> list[str]:
 def split_prompts(prompts: list[str], calibration: int, evaluation: int) -> tuple[list[str], list[str]]:
     """(calibration prompts from the top, held-out prompts from the bottom), never overlapping."""
     if calibration < 1 or evaluation < 1:
-        raise InvalidRequestError("at least one calibration prompt and one held-out prompt are needed")
+        raise InvalidRequestError(
+            "at least one calibration prompt and one held-out prompt are needed",
+            param="calibration_prompts" if calibration < 1 else "eval_prompts",
+        )
     if calibration + evaluation > len(prompts):
         raise InvalidRequestError(
             f"{calibration} calibration + {evaluation} held-out prompts need "
             f"{calibration + evaluation} prompts, the file has {len(prompts)}",
-            hint="pass fewer with --calibration-prompts / --eval-prompts, or a longer --prompts file",
+            hint="ask for fewer calibration_prompts / eval_prompts, or give a longer prompts file",
+            param="eval_prompts",
         )
     return prompts[:calibration], prompts[len(prompts) - evaluation :]

@@ -5,7 +5,7 @@ Figures (all stored in the output manifest and printed as a table):
 - per component: cosine and PSNR of the quantized component's outputs against the FP32
   outputs recorded on held-out prompts (same inputs for both);
 - end to end: PSNR of the quantized package's images against the FP32 package's images for
-  the same held-out prompts, seeds and settings;
+  the same held-out prompts, seeds and settings (median over prompts, pooled, worst);
 - prompt responsiveness: std(cond - uncond noise prediction) of the quantized UNet over
   FP32's on the same held-out CFG batches (plus the cosine between the two);
 - sizes: package bytes and UNet bytes against FP32.
@@ -103,8 +103,11 @@ def end_to_end_figures(
     per_prompt = [image_psnr(r, p) for r, p in zip(reference, produced)]
     pooled_mse = float(np.mean([np.mean((r.astype(np.float64) - p.astype(np.float64)) ** 2) for r, p in zip(reference, produced)]))
     pooled = math.inf if pooled_mse == 0 else 10 * math.log10(255.0**2 / pooled_mse)
+    finite = [v for v in per_prompt if math.isfinite(v)]
+    median = float(np.median(per_prompt)) if per_prompt else math.nan
     return {
         "image_psnr_db": _finite(pooled),
+        "median_image_psnr_db": _finite(median) if finite or not per_prompt else None,
         "min_image_psnr_db": _finite(min(per_prompt)),
         "per_prompt_psnr_db": [_finite(v) for v in per_prompt],
         "identical": pooled_mse == 0,

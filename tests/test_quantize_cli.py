@@ -34,8 +34,24 @@ def trajectories(tmp_path_factory) -> Path:
 def test_per_component_choice_json_and_info(tiny_package: Path, tmp_path: Path, trajectories: Path):
     out = tmp_path / "q"
     proc = run_cli(
-        "quantize", str(tiny_package), "-o", str(out), "--scheme", "weight-only", "--unet", "int8", "--text-encoder", "fp32",
-        "--min-psnr", "0", "--min-responsiveness", "0", "--calibration-dir", str(trajectories), "--json", *FAST,
+        "quantize",
+        str(tiny_package),
+        "-o",
+        str(out),
+        "--scheme",
+        "weight-only",
+        "--unet",
+        "int8",
+        "--text-encoder",
+        "fp32",
+        "--min-psnr",
+        "0",
+        "--min-responsiveness",
+        "0",
+        "--calibration-dir",
+        str(trajectories),
+        "--json",
+        *FAST,
     )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
@@ -68,12 +84,28 @@ def test_per_component_choice_json_and_info(tiny_package: Path, tmp_path: Path, 
 def test_gate_failure_exits_non_zero_and_writes_nothing(tiny_package: Path, tmp_path: Path, trajectories: Path):
     out = tmp_path / "never"
     proc = run_cli(
-        "quantize", str(tiny_package), "-o", str(out), "--scheme", "int8", "--min-psnr", "200", "--min-responsiveness", "5",
-        "--max-attempts", "1", "--max-size-ratio", "1.0", "--calibration-dir", str(trajectories), "--json", *FAST,
+        "quantize",
+        str(tiny_package),
+        "-o",
+        str(out),
+        "--scheme",
+        "int8",
+        "--min-psnr",
+        "200",
+        "--min-responsiveness",
+        "5",
+        "--max-attempts",
+        "1",
+        "--max-size-ratio",
+        "1.0",
+        "--calibration-dir",
+        str(trajectories),
+        "--json",
+        *FAST,
     )
     assert proc.returncode == 6, proc.stderr
     assert "missed the quality gate" in proc.stderr and "nothing was written" in proc.stderr
-    assert "end-to-end image PSNR" in proc.stderr and "< 200 dB" in proc.stderr
+    assert "median image PSNR" in proc.stderr and "< 200 dB" in proc.stderr
     assert "prompt responsiveness" in proc.stderr and "< 5" in proc.stderr
     assert "hint:" in proc.stderr and "Traceback" not in proc.stderr
     failed = json.loads(proc.stdout)

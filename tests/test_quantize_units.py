@@ -1,4 +1,4 @@
-"""Quantization building blocks on small hand-made inputs: arithmetic, ranges, probe, planning, gate."""
+"""Quantization building blocks on small hand-made inputs: arithmetic, ranges, rewrites, names, planning, gate."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ onnx = pytest.importorskip("onnx")
 
 from nanoedge.core.errors import InvalidRequestError  # noqa: E402
 from nanoedge.quantize.gate import QualityGate  # noqa: E402
-from nanoedge.quantize.graphs import quantizable_nodes, save_model  # noqa: E402
+from nanoedge.quantize.graphs import save_model  # noqa: E402
+from nanoedge.quantize.impact import NodeImpact  # noqa: E402
 from nanoedge.quantize.metrics import Responsiveness, cosine, psnr  # noqa: E402
-from nanoedge.quantize.mixed import plan_steps  # noqa: E402
+from nanoedge.quantize.mixed import nested_steps  # noqa: E402
 from nanoedge.quantize.prompts import load_prompts, split_prompts  # noqa: E402
 from nanoedge.quantize.qmath import dequantize, quantize, scale_zero_point, weight_params  # noqa: E402
 from nanoedge.quantize.ranges import collect_ranges, unrepresentable  # noqa: E402
 from nanoedge.quantize.recipes import recipe_for  # noqa: E402
-from nanoedge.quantize.sensitivity import NodeSensitivity, rank_nodes  # noqa: E402
 
 
 @pytest.mark.parametrize(
@@ -83,65 +83,114 @@ def test_streaming_ranges_equal_numpy_extremes(tmp_path: Path):
     assert unrepresentable({"mask": (-3.4e38, 0.0), "act": (-40.0, 300.0), "bad": (float("-inf"), 1.0)}) == {"mask", "bad"}
 
 
-def test_probe_measures_each_nodes_own_quantization_error(tmp_path: Path):
-    """The probe's NMSE equals quantize-dequantize done by hand in numpy (int8 recipe)."""
-    rng = np.random.default_rng(2)
-    weight = rng.standard_normal((16, 8), dtype=np.float32)
-    path = _matmul_model(tmp_path / "m.onnx", weight)
-    samples = [{"x": rng.standard_normal((5, 16), dtype=np.float32)} for _ in range(3)]
-    recipe = recipe_for("int8", weight_type="int8")
-    model = onnx.load(str(path), load_external_data=False)
-    nodes = quantizable_nodes(model, recipe)
-    assert [n.name for n in nodes] == ["mm"] and nodes[0].weights == ((1, "w"),) and nodes[0].activations == ("x",)
-    ranges = collect_ranges(path, ["x", "y"], iter(samples), len(samples))
-    ranked = rank_nodes("toy", path, nodes, recipe, ranges, iter(samples), len(samples))
-
-    def fq(values, lo, hi):
-        params = scale_zero_point(np.array(lo), np.array(hi), "uint8", symmetric=False)
-        return dequantize(quantize(values, params), params)
-
-    wparams = weight_params(weight, 1, "int8", symmetric=True)
-    wq = dequantize(quantize(weight, wparams, 1), wparams, 1)
-    err = ref = 0.0
-    for s in samples:
-        y = s["x"] @ weight
-        yq = fq(fq(s["x"], *ranges["x"]) @ wq, *ranges["y"])
-        err += float(((yq - y) ** 2).sum())
-        ref += float((y**2).sum())
-    assert len(ranked) == 1 and ranked[0].node == "mm"
-    assert ranked[0].nmse == pytest.approx(err / ref, rel=2e-3)
-    assert ranked[0].nmse > 0
-
-
-def test_plan_steps_grow_within_each_components_budget():
+def test_nested_steps_keep_what_the_step_before_kept_within_each_budget():
     ranking = [
-        NodeSensitivity("unet", "a", "Conv", 0.5, 400),  # costs 300 extra bytes in float
-        NodeSensitivity("vae_decoder", "b", "Conv", 0.4, 40),
-        NodeSensitivity("unet", "c", "MatMul", 0.3, 0),  # no weights: free
-        NodeSensitivity("unet", "d", "Conv", 0.2, 4000),
-        NodeSensitivity("unet", "e", "Conv", 0.0, 40),  # quantization does nothing to it: never kept
+        NodeImpact("unet", "a", "Conv", 40.0, 3.0, 400),  # costs 300 extra bytes in float
+        NodeImpact("vae_decoder", "b", "Conv", 41.0, 2.0, 40),  # no budget there
+        NodeImpact("unet", "c", "MatMul", 38.0, 1.0, 0),  # no weights: free
+        NodeImpact("unet", "d", "Conv", 37.5, 0.5, 4000),  # 3000 extra bytes never fit
+        NodeImpact("unet", "f", "Conv", 37.2, 0.2, 40),
+        NodeImpact("unet", "e", "Conv", 37.0, 0.0, 40),  # gains nothing: never kept
+        NodeImpact("unet", "g", "Conv", 36.0, -1.0, 40),  # makes it worse: never kept
     ]
-    steps = plan_steps(ranking, {"unet": 1000, "vae_decoder": 0})
-    assert steps, "some node fits"
-    sizes = [s.node_count for s in steps]
-    assert sizes == sorted(sizes)
-    for step in steps:
-        assert step.extra_bytes.get("unet", 0) <= 1000 * step.fraction
-        assert "b" not in step.keep_float.get("vae_decoder", frozenset())  # no budget there
-        assert "d" not in step.keep_float.get("unet", frozenset())  # 3000 extra bytes never fit
-        assert "e" not in step.keep_float.get("unet", frozenset())
-    assert steps[-1].keep_float["unet"] == {"a", "c"}
-    assert plan_steps(ranking, {"unet": 0, "vae_decoder": 0})[-1].keep_float == {"unet": frozenset({"c"})}
+    steps = nested_steps(ranking, {"unet": 1000, "vae_decoder": 0}, max_steps=5)
+    assert [s.keep_float.get("unet") for s in steps] == [{"a"}, {"a", "c"}, {"a", "c", "f"}]
+    for before, after in zip(steps, steps[1:]):
+        assert all(before.keep_float[c] <= after.keep_float[c] for c in before.keep_float)
+    assert all(s.extra_bytes.get("unet", 0) <= 1000 for s in steps)
+    assert nested_steps(ranking, {"unet": 1000}, max_steps=2)[-1].node_count == 2
+    assert nested_steps(ranking, {"unet": 0, "vae_decoder": 0}, max_steps=4)[-1].keep_float == {"unet": frozenset({"c"})}
 
 
 def test_gate_names_every_figure_that_fell_short():
-    gate = QualityGate(min_psnr=30, min_responsiveness=0.85)
-    report = {"end_to_end": {"image_psnr_db": 24.5, "identical": False}, "responsiveness": {"ratio": 0.5}}
+    gate = QualityGate(min_component_psnr=35, min_psnr=30, min_responsiveness=0.85)
+    report = {
+        "components": {
+            "unet": {"scheme": "int8", "psnr_db": 33.0},
+            "text_encoder": {"scheme": "fp32", "psnr_db": None, "identical": True},
+            "vae_decoder": {"scheme": "int8", "psnr_db": 40.0},
+        },
+        "end_to_end": {"image_psnr_db": 31.0, "median_image_psnr_db": 24.5, "identical": False},
+        "responsiveness": {"ratio": 0.5},
+    }
     missed = gate.shortfalls(report)
-    assert missed == ["end-to-end image PSNR 24.50 dB < 30 dB", "prompt responsiveness 0.500 < 0.85"]
-    assert gate.shortfalls({"end_to_end": {"image_psnr_db": None, "identical": True}, "responsiveness": {"ratio": 1.0}}) == []
-    with pytest.raises(InvalidRequestError):
+    assert missed == ["unet output PSNR 33.00 dB < 35 dB", "median image PSNR 24.50 dB < 30 dB", "prompt responsiveness 0.500 < 0.85"]
+    same = {
+        "components": {"unet": {"scheme": "int8", "psnr_db": None, "identical": True}},
+        "end_to_end": {"median_image_psnr_db": None, "identical": True},
+        "responsiveness": {"ratio": 1.0},
+    }
+    assert gate.shortfalls(same) == []
+    with pytest.raises(InvalidRequestError, match="max_size_ratio"):
         QualityGate(max_size_ratio=0)
+
+
+def _concat_conv_model(path: Path) -> Path:
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(4)
+    weight = rng.standard_normal((4, 5, 3, 3)).astype(np.float32)
+    bias = rng.standard_normal(4).astype(np.float32)
+    nodes = [
+        helper.make_node("Concat", ["a", "b"], ["cat"], name="cat", axis=1),
+        helper.make_node("Conv", ["cat", "w", "bias"], ["y"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["cat"], ["r"], name="other_reader"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, ["n", 3, 6, 6]),
+            helper.make_tensor_value_info("b", TensorProto.FLOAT, ["n", 2, 6, 6]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None), helper.make_tensor_value_info("r", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "bias")],
+    )
+    model = onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    onnx.save_model(model, str(path))
+    return path
+
+
+def test_split_concat_convs_is_exact_in_fp32(tmp_path: Path):
+    """One conv per concatenated input, summed: the same function, each input on its own grid."""
+    import onnxruntime as ort
+
+    from nanoedge.quantize.rewrites import apply_rewrites
+
+    path = _concat_conv_model(tmp_path / "m.onnx")
+    rng = np.random.default_rng(5)
+    feeds = {"a": rng.standard_normal((2, 3, 6, 6)).astype(np.float32), "b": 0.01 * rng.standard_normal((2, 2, 6, 6)).astype(np.float32)}
+    before = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)
+    changed = apply_rewrites(path, ("split_concat_convs",))
+    assert changed == {"split_concat_convs": ["conv"]}
+    model = onnx.load(str(path))
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("Conv") == 2 and "Concat" in ops and ops.count("Add") == 1
+    assert {t.name for t in model.graph.initializer} == {"w__split0", "w__split1", "bias"}  # the whole weight is gone
+    after = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)
+    np.testing.assert_allclose(after[0], before[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(after[1], before[1])
+    assert apply_rewrites(path, ("split_concat_convs",)) == {"split_concat_convs": []}  # nothing left to split
+
+
+def test_short_names_are_deterministic_and_keep_the_interface(tmp_path: Path):
+    import onnxruntime as ort
+
+    from nanoedge.quantize.graphs import shorten_names
+
+    path = _concat_conv_model(tmp_path / "m.onnx")
+    first, second = onnx.load(str(path)), onnx.load(str(path))
+    assert shorten_names(first) > 0 and shorten_names(second) > 0
+    assert first.SerializeToString() == second.SerializeToString()
+    assert [i.name for i in first.graph.input] == ["a", "b"] and [o.name for o in first.graph.output] == ["y", "r"]
+    assert all(len(n.name) <= 3 for n in first.graph.node) and all(len(t.name) <= 3 for t in first.graph.initializer)
+    onnx.checker.check_model(first)
+    feeds = {"a": np.ones((1, 3, 6, 6), np.float32), "b": np.ones((1, 2, 6, 6), np.float32)}
+    short = tmp_path / "short.onnx"
+    onnx.save_model(first, str(short))
+    expected = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)
+    got = ort.InferenceSession(str(short), providers=["CPUExecutionProvider"]).run(None, feeds)
+    np.testing.assert_array_equal(got[0], expected[0])
 
 
 def test_responsiveness_sees_a_collapsed_guidance_signal():
@@ -190,7 +239,7 @@ def test_recipes_record_their_choices():
 def test_w8a8_sixteen_bit_rules_pick_structure_not_names():
     from onnx import TensorProto, helper, numpy_helper
 
-    from nanoedge.quantize.recipes import sixteen_bit_tensors
+    from nanoedge.quantize.qdq import sixteen_bit_tensors
 
     w = numpy_helper.from_array(np.ones((4, 4), dtype=np.float32), "w")
     bias = numpy_helper.from_array(np.ones(4, dtype=np.float32), "bias")
@@ -204,8 +253,11 @@ def test_w8a8_sixteen_bit_rules_pick_structure_not_names():
         helper.make_node("Concat", ["res", "h"], ["cat"], name="cat", axis=1),
     ]
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-        [helper.make_tensor_value_info("cat", TensorProto.FLOAT, [1, 8])], [w, bias],
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("cat", TensorProto.FLOAT, [1, 8])],
+        [w, bias],
     )
     assert sixteen_bit_tensors(graph, ()) == []
     assert sixteen_bit_tensors(graph, ("io",)) == ["x", "cat"]
@@ -221,11 +273,11 @@ def test_w8a8_sixteen_bit_rules_pick_structure_not_names():
 def test_cpu_scheme_on_a_qnn_export_warns(caplog):
     from types import SimpleNamespace
 
-    from nanoedge.quantize.api import _warn_cpu_scheme_for_npu
+    from nanoedge.quantize.checks import warn_cpu_scheme_for_npu as _warn_cpu_scheme_for_npu
 
     qnn = SimpleNamespace(components={"unet": {"rewrites": {"target": "qnn"}}, "vae_decoder": {}})
     plain = SimpleNamespace(components={"unet": {}})
-    with caplog.at_level("WARNING", logger="nanoedge.quantize.api"):
+    with caplog.at_level("WARNING", logger="nanoedge.quantize.checks"):
         _warn_cpu_scheme_for_npu(qnn, {"unet": "w8a8", "vae_decoder": "w8a16"})
         _warn_cpu_scheme_for_npu(plain, {"unet": "int8"})
         assert not caplog.records
@@ -236,11 +288,11 @@ def test_cpu_scheme_on_a_qnn_export_warns(caplog):
 def test_npu_scheme_on_a_fused_attention_package_warns(caplog):
     from types import SimpleNamespace
 
-    from nanoedge.quantize.api import _warn_fused_attention_for_npu
+    from nanoedge.quantize.checks import warn_fused_attention_for_npu as _warn_fused_attention_for_npu
 
     fused = SimpleNamespace(components={"unet": {"fused_attention": 18}, "vae_decoder": {"fused_attention": 1}})
     plain = SimpleNamespace(components={"unet": {}, "vae_decoder": {}})
-    with caplog.at_level("WARNING", logger="nanoedge.quantize.api"):
+    with caplog.at_level("WARNING", logger="nanoedge.quantize.checks"):
         _warn_fused_attention_for_npu(plain, {"unet": "w8a8"})
         _warn_fused_attention_for_npu(fused, {"unet": "int8", "vae_decoder": "dynamic"})
         assert not caplog.records
@@ -263,8 +315,13 @@ def _embedding_model(path, vocab: int, width: int, tied: bool = False):
         nodes.append(helper.make_node("Transpose", ["table"], ["table_t"], name="t", perm=[1, 0]))
         nodes = [nodes[0], nodes[2], nodes[1]]
         outputs.append(helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["b", "s", vocab]))
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, ["b", "s"])], outputs,
-                              [numpy_helper.from_array(table, "table")])
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["b", "s"])],
+        outputs,
+        [numpy_helper.from_array(table, "table")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.save_model(model, str(path))
     return table
@@ -303,17 +360,25 @@ def test_shape_hints_are_dropped_without_touching_weights(tmp_path):
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from nanoedge.quantize.recipes import drop_shape_hints
+    from nanoedge.quantize.qdq import drop_shape_hints
 
     weight = numpy_helper.from_array(np.eye(4, dtype=np.float32) * 2, "w")
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["y"])], "g",
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["y"])],
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])], [weight],
-        value_info=[helper.make_tensor_value_info("h", TensorProto.FLOAT, ["batch", 4])])
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+        [weight],
+        value_info=[helper.make_tensor_value_info("h", TensorProto.FLOAT, ["batch", 4])],
+    )
     path = tmp_path / "m.onnx"
-    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path),
-                    save_as_external_data=True, location="m.onnx_data", size_threshold=0)
+    onnx.save_model(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+        str(path),
+        save_as_external_data=True,
+        location="m.onnx_data",
+        size_threshold=0,
+    )
     assert drop_shape_hints(path) == 1
     assert len(onnx.load(str(path), load_external_data=False).graph.value_info) == 0
     x = np.arange(8, dtype=np.float32).reshape(2, 4) - 3

@@ -41,6 +41,38 @@ class StageProgress:
             self.bar = None
 
 
+# Library errors name QuantizeOptions fields; the CLI user typed flags.
+_FLAGS = {
+    "max_attempts": "--max-attempts",
+    "report_samples": "--report-samples",
+    "sensitivity_samples": "--sensitivity-samples",
+    "min_component_psnr": "--min-component-psnr",
+    "min_psnr": "--min-psnr",
+    "min_responsiveness": "--min-responsiveness",
+    "max_size_ratio": "--max-size-ratio",
+    "threads": "--threads",
+    "steps": "--steps",
+    "guidance": "--guidance",
+    "overwrite": "--overwrite",
+    "output": "-o",
+    "scheme": "--scheme",
+    "components": "--text-encoder/--unet/--vae-decoder",
+    "calibration_prompts": "--calibration-prompts",
+    "eval_prompts": "--eval-prompts",
+}
+
+
+def _as_flags(error):
+    """The same error, with the option field it names replaced by the flag that sets it."""
+    from nanoedge.core.errors import InvalidRequestError
+
+    flag = _FLAGS.get(error.param or "")
+    if flag is None:
+        return error
+    swap = lambda text: text.replace(error.param, flag) if text else text  # noqa: E731
+    return InvalidRequestError(swap(error.message), hint=swap(error.hint), param=error.param)
+
+
 @click.command()
 @click.argument("package", type=click.Path(file_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(), help="Package folder to write (must not exist unless --overwrite).")
@@ -54,7 +86,13 @@ class StageProgress:
     "--prompts", "prompts_file", type=click.Path(dir_okay=False), default=None, help="Prompt file, one per line (default: the shipped set)."
 )
 @click.option("--calibration-prompts", type=int, default=16, show_default=True, help="Prompts from the top of the file to calibrate on.")
-@click.option("--eval-prompts", type=int, default=4, show_default=True, help="Held-out prompts from the bottom of the file for the report.")
+@click.option(
+    "--eval-prompts",
+    type=int,
+    default=16,
+    show_default=True,
+    help="Held-out prompts from the bottom of the file for the report (image PSNR median).",
+)
 @click.option("--size", default=None, help="WxH to calibrate and measure at (default: the package's).")
 @click.option("--steps", type=int, default=None, help="Denoising steps per prompt (default: the package's).")
 @click.option("--guidance", type=float, default=None, help="Guidance scale (> 1; default: the package's).")
@@ -67,7 +105,16 @@ class StageProgress:
     show_default=True,
     help="INT8 weight type for int8/dynamic; auto picks by CPU (VNNI).",
 )
-@click.option("--min-psnr", type=float, default=30.0, show_default=True, help="Gate: end-to-end image PSNR vs FP32, dB.")
+@click.option(
+    "--min-component-psnr",
+    type=float,
+    default=35.0,
+    show_default=True,
+    help="Gate: each quantized component's output PSNR vs FP32 on the same inputs, dB.",
+)
+@click.option(
+    "--min-psnr", type=float, default=30.0, show_default=True, help="Gate: median image PSNR vs FP32 over the held-out prompts, dB."
+)
 @click.option("--min-responsiveness", type=float, default=0.85, show_default=True, help="Gate: std(cond-uncond) ratio vs FP32.")
 @click.option(
     "--max-size-ratio",
@@ -95,9 +142,36 @@ class StageProgress:
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists (atomically, at the end).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result (or the failed attempts) as JSON.")
 @handle_errors
-def quantize(package, output, scheme, text_encoder, unet, vae_decoder, prompts_file, calibration_prompts, eval_prompts, size, steps,
-             guidance, scheduler, seed, weight_type, min_psnr, min_responsiveness, max_size_ratio, no_mixed_precision, max_attempts,
-             report_samples, sensitivity_samples, calibration_dir, work_dir, threads, overwrite, as_json):
+def quantize(
+    package,
+    output,
+    scheme,
+    text_encoder,
+    unet,
+    vae_decoder,
+    prompts_file,
+    calibration_prompts,
+    eval_prompts,
+    size,
+    steps,
+    guidance,
+    scheduler,
+    seed,
+    weight_type,
+    min_component_psnr,
+    min_psnr,
+    min_responsiveness,
+    max_size_ratio,
+    no_mixed_precision,
+    max_attempts,
+    report_samples,
+    sensitivity_samples,
+    calibration_dir,
+    work_dir,
+    threads,
+    overwrite,
+    as_json,
+):
     """Quantize an FP32 package to INT8, measured against FP32 and gated on quality.
 
     \b
@@ -115,7 +189,8 @@ def quantize(package, output, scheme, text_encoder, unet, vae_decoder, prompts_f
     sensitive nodes stay in float until it passes or the size budget is spent; if it still
     fails, nothing is written and the exit code is 6.
     """
-    from nanoedge.quantize.api import GateMissed, QuantizeOptions, quantize_package
+    from nanoedge.core.errors import InvalidRequestError, QualityGateError
+    from nanoedge.quantize.api import QuantizeOptions, quantize_package
     from nanoedge.quantize.summary import float_node_counts, format_report
 
     options = QuantizeOptions(
@@ -130,6 +205,7 @@ def quantize(package, output, scheme, text_encoder, unet, vae_decoder, prompts_f
         scheduler=scheduler,
         seed=seed,
         weight_type=weight_type,
+        min_component_psnr=min_component_psnr,
         min_psnr=min_psnr,
         min_responsiveness=min_responsiveness,
         max_size_ratio=max_size_ratio,
@@ -145,15 +221,19 @@ def quantize(package, output, scheme, text_encoder, unet, vae_decoder, prompts_f
     progress = StageProgress(quiet=as_json)
     try:
         result = quantize_package(package, output, options, progress=progress)
-    except GateMissed as missed:
+    except InvalidRequestError as error:
+        raise _as_flags(error) from error
+    except QualityGateError as missed:
         progress.close()
         if as_json:
             json.dump({"error": missed.message, "passed": False, "attempts": missed.attempts}, sys.stdout, indent=2)
             sys.stdout.write("\n")
         else:
             for attempt in missed.attempts:
+                figures = f"UNet {attempt.get('unet_psnr_db')} dB, image median {attempt.get('median_image_psnr_db')} dB"
                 click.echo(
-                    f"  {attempt['attempt']:<14} {attempt['float_nodes']:>4} nodes float: {'; '.join(attempt['shortfalls'])}", err=True
+                    f"  {attempt['attempt']:<14} {attempt['float_nodes']:>4} nodes float ({figures}): {'; '.join(attempt['shortfalls'])}",
+                    err=True,
                 )
         raise
     progress.close()

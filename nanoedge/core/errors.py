@@ -54,9 +54,16 @@ class ExportError(NanoedgeError):
 
 
 class QualityGateError(NanoedgeError):
-    """A quantized package missed the requested accuracy gate; nothing was written."""
+    """A quantized package missed the requested accuracy gate; nothing was written.
+
+    ``attempts`` holds the measured figures of every candidate that was tried.
+    """
 
     exit_code = 6
+
+    def __init__(self, message: str, hint: str | None = None, attempts: list | None = None) -> None:
+        super().__init__(message, hint)
+        self.attempts = list(attempts or [])
 
 
 class TargetUnavailableError(NanoedgeError):
