@@ -59,6 +59,7 @@ class QuantizationJob:
         self.components: dict[str, _Component] = {}
         self.store: TrajectoryStore | None = None
         self._built: dict[tuple[str, frozenset[str]], Path] = {}
+        self._ranking_cache: dict[str, tuple[list, list]] = {}
         self.base_qdq: dict[str, Path] = {}  # the fully quantized graph, original names (for ranking)
         self._candidates = 0
 
@@ -262,20 +263,45 @@ class QuantizationJob:
             del pipe
             gc.collect()
 
+    def _ranking_data(self, name: str) -> tuple[list, list]:
+        """Calibration calls for ranking and the FP32 component's outputs on them (cached)."""
+        from .impact import reference_outputs
+
+        if name not in self._ranking_cache:
+            assert self.store is not None
+            calls = spread(self.store.calls(CALIBRATION, name), self.options.sensitivity_samples)
+            samples = [self.store.inputs(c) for c in calls]
+            self._ranking_cache[name] = (samples, reference_outputs(self.components[name].pre_model, samples, self.options.threads))
+        return self._ranking_cache[name]
+
     def rank(self, name: str) -> tuple[float, list]:
         """Candidates of one component ranked by their measured effect on its output (teacher-forced)."""
         from .impact import rank_by_impact
 
-        assert self.store is not None
         component = self.components[name]
-        calls = spread(self.store.calls(CALIBRATION, name), self.options.sensitivity_samples)
+        samples, references = self._ranking_data(name)
         nodes = [n for n in component.nodes if n.name not in component.auto_float]
         return rank_by_impact(
             name,
-            component.pre_model,
             self.base_qdq[name],
             nodes,
-            [self.store.inputs(c) for c in calls],
+            samples,
+            references,
             self.options.threads,
             self.stage(f"ranking {name} nodes by their effect on its output"),
+        )
+
+    def grow(self, name: str, ordered: list, limit: int) -> list:
+        """The nested float list of one component: each added node verified not to lower its output PSNR."""
+        from .impact import grow_nested
+
+        samples, references = self._ranking_data(name)
+        return grow_nested(
+            self.base_qdq[name],
+            ordered,
+            samples,
+            references,
+            limit,
+            self.options.threads,
+            self.stage(f"verifying {name}'s nested float sets"),
         )

@@ -1,7 +1,8 @@
 """Mixed precision: which float sets to try, nested, within a size budget.
 
-Given each component's candidates ranked by their measured effect on its output (see
-:mod:`.impact`) and how many bytes each component may still grow (its FP32 bytes x
+Given each component's candidates ranked by their measured effect on its output and grown
+into a nested list whose every prefix was measured not to lower it (see :mod:`.impact`), and
+how many bytes each component may still grow (its FP32 bytes x
 ``max_size_ratio`` minus the bytes of its fully quantized QDQ file, graph included), the
 admissible nodes are taken greedily in rank order, skipping any whose float weights would
 not fit; the steps are prefixes of that one list, doubling in length (1, 2, 4, 8, ...). So
@@ -68,3 +69,14 @@ def nested_steps(ranking: Sequence[NodeImpact], budgets: dict[str, int], max_ste
             break
         length *= 2
     return steps
+
+
+def merge_by_gain(lists: Sequence[Sequence[NodeImpact]]) -> list[NodeImpact]:
+    """One list from per-component nested lists: each component's order is kept, and at each
+    point the head with the larger incremental gain goes first."""
+    heads = [list(items) for items in lists]
+    merged = []
+    while any(heads):
+        best = max((h for h in heads if h), key=lambda h: h[0].gain_db)
+        merged.append(best.pop(0))
+    return merged

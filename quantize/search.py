@@ -19,7 +19,7 @@ from typing import Any
 from nanoedge.core.manifest import Manifest
 
 from .job import QuantizationJob
-from .mixed import nested_steps
+from .mixed import admissible, merge_by_gain, nested_steps
 from .report import component_bytes
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,11 @@ def search(job: QuantizationJob, first: Candidate, attempts: list[dict[str, Any]
     auto = sum(len(c.auto_float) for c in job.components.values())
     ranking: list = []
     names = components_to_rank(job, first.report)
+    budgets = {
+        name: int(job.gate.max_size_ratio * component_bytes(job.source, name)) - component_bytes(first.manifest, name) for name in names
+    }
+    limit = 2 ** max(job.options.max_attempts - 1, 0)  # the largest nested step: 1, 2, 4, ... nodes
+    grown = []
     for name in names:
         base_psnr, ranked = job.rank(name)
         log.info(
@@ -87,10 +92,8 @@ def search(job: QuantizationJob, first: Candidate, attempts: list[dict[str, Any]
             ranked[0].gain_db if ranked else 0.0,
         )
         ranking += ranked
-    budgets = {
-        name: int(job.gate.max_size_ratio * component_bytes(job.source, name)) - component_bytes(first.manifest, name) for name in names
-    }
-    steps = nested_steps(ranking, budgets, job.options.max_attempts)
+        grown.append(job.grow(name, admissible(ranked, budgets), limit))
+    steps = nested_steps(merge_by_gain(grown), budgets, job.options.max_attempts)
     if not steps:
         log.info("no candidate node gains output PSNR within the size budget: mixed precision has nothing to try")
     best = first

@@ -39,8 +39,9 @@ def format_report(report: dict[str, Any]) -> list[str]:
     resp = report.get("responsiveness", {})
     same = e2e.get("identical", False)
     lines.append(
-        f"end to end     image PSNR {_db(e2e.get('image_psnr_db'), same)} dB vs FP32 "
-        f"(worst prompt {_db(e2e.get('min_image_psnr_db'), same)} dB; {e2e.get('prompts', 0)} held-out prompts)"
+        f"end to end     image PSNR median {_db(e2e.get('median_image_psnr_db'), same)} dB vs FP32 "
+        f"(pooled {_db(e2e.get('image_psnr_db'), same)} dB, worst prompt {_db(e2e.get('min_image_psnr_db'), same)} dB; "
+        f"{e2e.get('prompts', 0)} held-out prompts)"
     )
     ratio = resp.get("ratio")
     lines.append(
@@ -87,7 +88,8 @@ def describe_quantization(quantization: dict[str, Any]) -> list[str]:
     attempts = quantization.get("attempts", [])
     passed = next((a.get("attempt") for a in attempts if a.get("passed")), None)
     lines.append(
-        f"gate        image PSNR >= {gate.get('min_psnr')} dB, responsiveness >= {gate.get('min_responsiveness')}, "
+        f"gate        component output PSNR >= {gate.get('min_component_psnr', 'n/a')} dB, image PSNR median >= {gate.get('min_psnr')} dB, "
+        f"responsiveness >= {gate.get('min_responsiveness')}, "
         f"float budget {gate.get('max_size_ratio')} of FP32: {'passed (' + passed + ')' if passed else 'not recorded'}"
     )
     if quantization.get("report"):

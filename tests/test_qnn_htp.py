@@ -70,7 +70,7 @@ def qnn_package(request, qnn_fp32_package: Path, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("qnn") / f"tiny-qnn-{request.param}"
     proc = run_cli(
         "quantize", str(qnn_fp32_package), "-o", str(out), "--scheme", request.param, "--steps", str(STEPS),
-        "--calibration-prompts", "6", "--eval-prompts", "2", "--min-psnr", "0", "--min-responsiveness", "0",
+        "--calibration-prompts", "6", "--eval-prompts", "2", "--min-component-psnr", "0", "--min-psnr", "0", "--min-responsiveness", "0",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out

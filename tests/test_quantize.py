@@ -23,7 +23,7 @@ from nanoedge.quantize.prompts import load_prompts  # noqa: E402
 from nanoedge.runtime import Pipeline  # noqa: E402
 
 FAST = {"calibration_prompts": 2, "eval_prompts": 1, "steps": 2, "size": "32x32", "report_samples": 4, "sensitivity_samples": 2}
-OPEN_GATE = {"min_psnr": 0.0, "min_responsiveness": 0.0}
+OPEN_GATE = {"min_component_psnr": 0.0, "min_psnr": 0.0, "min_responsiveness": 0.0}
 
 
 def snapshot(folder: Path) -> dict[str, tuple[str, int]]:
@@ -199,19 +199,24 @@ def test_mixed_precision_keeps_the_nodes_with_the_largest_effect_float(quantized
     assert gains == sorted(gains, reverse=True)
 
 
-def test_keeping_more_in_float_never_makes_the_gated_metric_worse(quantized, tiny_package: Path, tmp_path: Path, trajectories: Path):
-    """Monotonicity: the nested float sets of the search (1, 2, 4, 8 nodes) never lower the UNet's
-    teacher-forced output PSNR, the figure the gate holds the UNet to."""
-    plain = quantized["int8"].report["components"]["unet"]["psnr_db"]
+# Enough calls for the figure to be a measurement: at 2 steps of 32x32 a node that won back
+# 0.05 dB on two ranking calls could lose 0.05 dB on the two held-out ones.
+MONOTONIC = {"calibration_prompts": 4, "eval_prompts": 4, "steps": 4, "size": "64x64", "report_samples": 16, "sensitivity_samples": 8}
+
+
+def test_keeping_more_in_float_never_makes_the_gated_metric_worse(tiny_package: Path, tmp_path: Path):
+    """Monotonicity: the search's nested float sets (1, 2, 4, 8 nodes) never lower the UNet's
+    teacher-forced output PSNR on the held-out calls, the figure the gate holds it to. The gate
+    is out of reach so that every step is built and measured."""
     options = QuantizeOptions(
         scheme="int8",
-        calibration_dir=trajectories,
-        min_component_psnr=plain + 100,
+        components={"text_encoder": "fp32", "vae_decoder": "fp32"},
+        min_component_psnr=200.0,
         min_psnr=0.0,
         min_responsiveness=0.0,
         max_size_ratio=1.0,
         max_attempts=4,
-        **FAST,
+        **MONOTONIC,
     )
     with pytest.raises(QualityGateError) as failed:
         quantize_package(tiny_package, tmp_path / "never", options)
@@ -219,8 +224,9 @@ def test_keeping_more_in_float_never_makes_the_gated_metric_worse(quantized, tin
     figures = [a["unet_psnr_db"] for a in attempts]
     assert len(figures) == 5, attempts
     assert all(later >= earlier for earlier, later in zip(figures, figures[1:])), figures
-    assert figures[-1] > figures[0]
-    assert [a["float_nodes"] for a in attempts[1:]] == sorted(a["float_nodes"] for a in attempts[1:])
+    assert figures[-1] > figures[0] + 1.0, figures
+    counts = [a["float_nodes"] for a in attempts]
+    assert counts == sorted(counts) and len(set(counts)) == len(counts), counts
     assert not (tmp_path / "never").exists()
 
 
