@@ -124,6 +124,8 @@ def test_bad_arguments_fail_fast_with_a_hint(tiny_package: Path, tmp_path: Path)
         (("--guidance", "1"), "classifier-free guidance", 2),
         (("--calibration-prompts", "100"), "the file has", 2),
         (("--size", "33x32"), "not a multiple of 8", 2),
+        (("--max-attempts", "-1"), "--max-attempts must be >= 0", 2),  # the library says max_attempts
+        (("--max-size-ratio", "0"), "--max-size-ratio must be in (0, 1]", 2),
     ]
     for args, message, code in cases:
         proc = run_cli("quantize", str(tiny_package), "-o", str(tmp_path / "o"), *args)

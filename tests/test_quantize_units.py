@@ -385,3 +385,13 @@ def test_shape_hints_are_dropped_without_touching_weights(tmp_path):
     y = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     assert np.array_equal(y, np.maximum(2 * x, 0))
     assert drop_shape_hints(path) == 0
+
+
+def test_library_errors_name_the_option_not_the_flag():
+    from nanoedge.quantize.options import QuantizeOptions
+
+    with pytest.raises(InvalidRequestError, match="^max_attempts must be >= 0") as error:
+        QuantizeOptions(max_attempts=-1).validate()
+    assert error.value.param == "max_attempts" and "--" not in str(error.value)
+    with pytest.raises(InvalidRequestError, match="^report_samples must be >= 1"):
+        QuantizeOptions(report_samples=0).validate()

@@ -63,14 +63,14 @@ _FLAGS = {
 
 
 def _as_flags(error):
-    """The same error, with the option field it names replaced by the flag that sets it."""
+    """The same error, with the option field its message starts with ("max_attempts must be
+    >= 0") replaced by the flag that sets it ("--max-attempts must be >= 0")."""
     from nanoedge.core.errors import InvalidRequestError
 
     flag = _FLAGS.get(error.param or "")
-    if flag is None:
+    if flag is None or not error.message.startswith(error.param + " "):
         return error
-    swap = lambda text: text.replace(error.param, flag) if text else text  # noqa: E731
-    return InvalidRequestError(swap(error.message), hint=swap(error.hint), param=error.param)
+    return InvalidRequestError(flag + error.message[len(error.param):], hint=error.hint, param=error.param)
 
 
 @click.command()
