@@ -27,7 +27,9 @@ from nanoedge.targets import resolve_target
 from nanoedge.targets.profiles import package_misfit
 
 from .images import decoded_to_pil
+from .preview import DenoiseStep, LinearPreview, StepCallback, decoded_to_rgb, denoised_estimate, prediction_type
 from .schedulers import SCHEDULER_NAMES, make_scheduler
+from .schedulers.base import make_alphas_cumprod
 from .sessions import SessionSet
 from .tokenizer import PromptTokenizer
 
@@ -35,6 +37,7 @@ log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int], None]
 # cancel(): polled before every denoising step and before decoding; True stops the batch
+# StepCallback (from .preview): on_step(DenoiseStep) after each denoising step, latents included
 CancelCheck = Callable[[], bool]
 # observer(component, inputs, output): sees every model call, e.g. to record calibration data
 Observer = Callable[[str, dict, np.ndarray], None]
@@ -118,6 +121,8 @@ class Pipeline:
         self._embedding_cache: OrderedDict[str, tuple[np.ndarray, bool]] = OrderedDict()
         self._embedding_cache_size = 32
         self.observers: list[Observer] = []
+        self._linear_preview = LinearPreview(int(self.latent["scale_factor"]))
+        self._alphas_cumprod: np.ndarray | None = None
 
     # -- loading -------------------------------------------------------------------------------
     @classmethod
@@ -226,14 +231,17 @@ class Pipeline:
         two_pass: bool | None = None,
         latents: np.ndarray | None = None,
         progress: ProgressCallback | None = None,
+        on_step: StepCallback | None = None,
     ) -> list[Image.Image]:
         """Generate ``n`` images for one prompt; ``None`` arguments take the package defaults.
 
         ``latents`` (``[n, 4, h/8, w/8]``, before scaling by the scheduler's initial sigma)
         replaces the seeded noise, for comparisons with other implementations.
+        ``progress(step, total)`` and ``on_step(DenoiseStep)`` are called after every denoising
+        step; ``on_step`` also sees the latents (for previews, see :meth:`preview`).
         """
         request = GenerationRequest(prompt, negative_prompt, n, seed, size, steps, guidance, scheduler)
-        result = self.generate_batch([request], two_pass=two_pass, latents=latents, progress=progress)[0]
+        result = self.generate_batch([request], two_pass=two_pass, latents=latents, progress=progress, on_step=on_step)[0]
         return result.images
 
     def generate_batch(
@@ -244,6 +252,7 @@ class Pipeline:
         latents: np.ndarray | None = None,
         progress: ProgressCallback | None = None,
         cancel: CancelCheck | None = None,
+        on_step: StepCallback | None = None,
     ) -> list[GenerationResult]:
         """Run several requests that share size, steps, guidance and scheduler in one loop.
 
@@ -296,6 +305,8 @@ class Pipeline:
             noise_pred = self._predict_noise(model_input, float(t), cond, uncond, first.guidance, two_pass, last=index == total - 1)
             noise = np.stack([g.standard_normal(shape, dtype=np.float32) for g in generators]) if scheduler.needs_noise else None
             sample = scheduler.step(noise_pred, t, sample, noise=noise).astype(np.float32)
+            if on_step is not None:
+                on_step(DenoiseStep(index + 1, total, float(t), model_input, noise_pred, sample))
             if progress is not None:
                 progress(index + 1, total)
         self.sessions.end_stage("unet")
@@ -306,6 +317,10 @@ class Pipeline:
         started = time.perf_counter()
         decoded = self._decode(sample)
         self.sessions.end_stage("vae_decoder")
+        # The first real decodes teach previews their colours; a few-step image (the server's
+        # one-step warm-up) is still noise and would teach the wrong ones.
+        if self._linear_preview.learning and first.steps >= 4:
+            self._linear_preview.fit(sample, decoded)
         timings["vae_decoder_s"] = time.perf_counter() - started
 
         results, offset = [], 0
@@ -316,6 +331,22 @@ class Pipeline:
             )
             offset += r.n
         return results
+
+    def preview(self, step: DenoiseStep, rows: slice | None = None) -> np.ndarray:
+        """A cheap RGB preview ``[B, H, W, 3]`` (uint8) of the images at ``step`` (rows ``rows``).
+
+        Shows the clean-latent estimate, decoded by the package's decoder when it is a tiny
+        (TAESD-family) one and the sessions stay resident, else by the fitted linear map at
+        latent resolution. See :mod:`nanoedge.runtime.preview`.
+        """
+        if self._alphas_cumprod is None:
+            self._alphas_cumprod = make_alphas_cumprod(self.scheduler_config)
+        if rows is not None:
+            step = DenoiseStep(step.index, step.total, step.timestep, step.model_input[rows], step.noise_pred[rows], step.sample[rows])
+        estimate = denoised_estimate(step, self._alphas_cumprod, prediction_type(self.scheduler_config))
+        if self.decoder["family"] == "taesd" and not self.reduce_memory:
+            return decoded_to_rgb(self._decode(estimate))
+        return self._linear_preview.rgb(estimate)
 
     # -- components ----------------------------------------------------------------------------
     def _run(self, component: str, feeds: dict[str, np.ndarray], chunk: int | None = None, last: bool = True) -> np.ndarray:

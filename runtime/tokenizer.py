@@ -33,6 +33,10 @@ class PromptTokenizer:
         """Token ids ``[len(texts), max_length]`` as int32 (what NPUs and our export expect)."""
         return self.encode(texts)[0]
 
+    def count(self, text: str) -> int:
+        """Tokens of ``text`` the encoder reads (special tokens included, padding not; at most max_length)."""
+        return int(sum(self._tok.encode(text).attention_mask))
+
     def encode(self, texts: list[str]) -> tuple[np.ndarray, list[bool]]:
         """Token ids plus, per text, whether it was cut at ``max_length`` (worth a warning)."""
         encodings = self._tok.encode_batch(list(texts))

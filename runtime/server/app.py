@@ -2,7 +2,8 @@
 
 Routes: ``POST /v1/images/generations``, ``GET /v1/models``, ``GET /v1/models/{id}``,
 ``GET /v1/images/files/{name}`` (the images behind ``response_format=url``), ``GET /healthz``,
-``GET /readyz``, ``GET /metrics`` and ``GET /openapi.json`` (built from the validation rules).
+``GET /readyz``, ``GET /metrics``, ``GET /openapi.json`` (built from the validation rules) and
+the browser playground on ``GET /`` and ``GET /playground`` (unless ``playground="off"``).
 Starlette rather than FastAPI: request parsing is our own (errors must be 400s in the OpenAI
 envelope, never a framework's 422), so FastAPI's pydantic layer would only be in the way.
 
@@ -28,7 +29,7 @@ from typing import Any, Callable
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -36,9 +37,11 @@ from nanoedge.runtime.pipeline import Pipeline
 
 from .errors import APIError, internal_error, unavailable
 from .metrics import Metrics
+from .playground import PAGE_PATHS, PLAYGROUND_MODES, playground
 from .openapi import build_openapi
-from .service import ClientGone, ImageService
+from .service import ClientGone, ImageService, PreparedRequest
 from .settings import ServerSettings
+from .streaming import SSE_HEADERS, ImageStream
 from .validation import parse_image_request, parse_json_body
 
 log = logging.getLogger(__name__)
@@ -139,6 +142,8 @@ async def create_image(request: Request) -> Response:
     raw = await _read_body(request, state.settings.max_body_bytes)
     parsed = parse_image_request(parse_json_body(raw), service.styles)
     prepared = service.prepare(parsed)
+    if parsed.stream:
+        return await _stream_images(request, service, prepared)
     try:
         batch = await service.generate(prepared, lambda: _disconnected(request.receive))
     except ClientGone:
@@ -157,6 +162,16 @@ async def create_image(request: Request) -> Response:
     if batch.cache is not None:
         headers["X-Cache"] = batch.cache
     return JSONResponse({"created": created, "data": data, **service.encode_echo(prepared)}, headers=headers)
+
+
+async def _stream_images(request: Request, service: ImageService, prepared: PreparedRequest) -> Response:
+    """``stream: true``: errors up to here are JSON answers, later ones error events."""
+    stream = ImageStream(service, prepared, request.scope.get("state", {}).get("request_id", ""))
+    await stream.start()
+    headers = {**SSE_HEADERS, "x-nanoedge-seed": str(stream.seed)}
+    if stream.cache_state is not None:
+        headers["X-Cache"] = stream.cache_state
+    return StreamingResponse(stream.events(), media_type="text/event-stream", headers=headers)
 
 
 def _public_url(request: Request, settings: ServerSettings, path: str) -> str:
@@ -278,6 +293,7 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         request_id = f"req_{secrets.token_hex(12)}"
+        scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status = {"code": 500, "sent": False}
 
@@ -311,6 +327,8 @@ class RequestContext:
 
     def _check_auth(self, scope: Scope) -> APIError | None:
         path = scope.get("path", "")
+        if self.keys and path in PAGE_PATHS and self.state.settings.playground == "protected":
+            return self._check_page_auth(scope)
         if not self.keys or not path.startswith("/v1/") or _AUTH_FREE_PATH.match(path):
             return None
         header = dict(scope.get("headers") or []).get(b"authorization", b"")
@@ -325,6 +343,25 @@ class RequestContext:
         if not any(hmac.compare_digest(token, key) for key in self.keys):
             return APIError(401, "Incorrect API key provided. Use one of the keys this server was started with.", code="invalid_api_key")
         return None
+
+
+    def _check_page_auth(self, scope: Scope) -> APIError | None:
+        """``--playground=protected``: the key as a bearer token, or as the password of HTTP
+        Basic auth (what a browser can send for a page load: it asks with its own dialog)."""
+        header = dict(scope.get("headers") or []).get(b"authorization", b"")
+        scheme, _, token = header.partition(b" ")
+        token = token.strip()
+        if scheme.lower() == b"basic":
+            with contextlib.suppress(ValueError):
+                token = base64.b64decode(token, validate=True).partition(b":")[2]
+        if scheme.lower() in (b"bearer", b"basic") and token and any(hmac.compare_digest(token, key) for key in self.keys):
+            return None
+        return APIError(
+            401,
+            "This playground is protected: sign in with one of the server's API keys as the password (any user name).",
+            code="missing_api_key" if not header else "invalid_api_key",
+            headers={"WWW-Authenticate": 'Basic realm="nanoedge playground", charset="UTF-8"'},
+        )
 
 
 def _route_label(scope: Scope, routes: list[BaseRoute]) -> str:
@@ -342,6 +379,8 @@ def create_app(
     """Build the ASGI app. ``source`` is a loaded Pipeline or a function that loads one (it is
     then called in a background thread at startup, so the server answers 503 meanwhile)."""
     settings = settings or ServerSettings()
+    if settings.playground not in PLAYGROUND_MODES:
+        raise ValueError(f"playground must be one of {', '.join(PLAYGROUND_MODES)}, got {settings.playground!r}")
     state = ServerState(settings, on_fatal)
 
     @contextlib.asynccontextmanager
@@ -366,6 +405,8 @@ def create_app(
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi_document, methods=["GET"]),
     ]
+    if settings.playground != "off":
+        routes += [Route(path, playground, methods=["GET"]) for path in PAGE_PATHS]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,

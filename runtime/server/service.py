@@ -31,7 +31,7 @@ from .settings import ServerSettings
 from .sizing import ECHOABLE_SIZES, SizePlanner
 from .styles import StyleBook
 from .validation import ImageRequest
-from .worker import InferenceWorker, Job, QueueFull, WorkerStopped
+from .worker import InferenceWorker, Job, QueueFull, StepListener, WorkerStopped
 
 log = logging.getLogger(__name__)
 
@@ -175,30 +175,46 @@ class ImageService:
             )
         return PreparedRequest(request, resolved, prompt, plan.quality, key)
 
-    async def generate(self, prepared: PreparedRequest, disconnected: Callable[[], Awaitable[None]] | None = None) -> ImageBatch:
-        """Answer from the cache or the worker; raises APIError for 429/503/504 and ClientGone
-        when ``disconnected()`` (an awaitable that ends when the client leaves) finishes first."""
-        request, resolved = prepared.request, prepared.resolved
-        if prepared.cache_key is not None and self.cache is not None:
-            cached = await asyncio.to_thread(self.cache.get, prepared.cache_key)
-            self.metrics.count_cache(cached is not None)
-            if cached is not None:
-                return ImageBatch(cached[0], request.output_format, resolved.seed, "hit")
+    async def cached(self, prepared: PreparedRequest) -> ImageBatch | None:
+        """The cached answer of a seeded request, or None (counted as a hit or a miss)."""
+        if prepared.cache_key is None or self.cache is None:
+            return None
+        cached = await asyncio.to_thread(self.cache.get, prepared.cache_key)
+        self.metrics.count_cache(cached is not None)
+        if cached is None:
+            return None
+        return ImageBatch(cached[0], prepared.request.output_format, prepared.resolved.seed, "hit")
+
+    def submit(self, prepared: PreparedRequest, on_step: StepListener | None = None) -> Job:
+        """Queue the request for the worker; APIError 429 (queue full) or 503 (shutting down)."""
         try:
-            job = self.worker.submit(resolved)
+            return self.worker.submit(prepared.resolved, on_step)
         except QueueFull as full:
             raise queue_full(full.retry_after_s) from None
         except WorkerStopped:
             raise unavailable(
                 "The server is shutting down; retry in a moment.", "shutting_down", self.settings.unavailable_retry_after_s
             ) from None
-        result = await self._wait(job, disconnected)
+
+    async def finish(self, prepared: PreparedRequest, result: GenerationResult) -> ImageBatch:
+        """Encode the generated images and keep them in the cache (seeded requests)."""
+        request, resolved = prepared.request, prepared.resolved
         images = await asyncio.to_thread(encode_images, result.images, request.output_format, request.output_compression)
         cache_state = None
         if prepared.cache_key is not None and self.cache is not None:
             await asyncio.to_thread(self.cache.put, prepared.cache_key, images, {"seed": resolved.seed, "format": request.output_format})
             cache_state = "miss"
         return ImageBatch(images, request.output_format, resolved.seed, cache_state)
+
+    async def generate(self, prepared: PreparedRequest, disconnected: Callable[[], Awaitable[None]] | None = None) -> ImageBatch:
+        """Answer from the cache or the worker; raises APIError for 429/503/504 and ClientGone
+        when ``disconnected()`` (an awaitable that ends when the client leaves) finishes first."""
+        hit = await self.cached(prepared)
+        if hit is not None:
+            return hit
+        job = self.submit(prepared)
+        result = await self._wait(job, disconnected)
+        return await self.finish(prepared, result)
 
     async def _wait(self, job: Job, disconnected: Callable[[], Awaitable[None]] | None) -> GenerationResult:
         """Wait for the job, the timeout or the client leaving, whichever comes first."""
@@ -217,24 +233,32 @@ class ImageService:
             if watch is not None and watch in done:
                 log.info("client disconnected; %s", "its generation stops at the next step" if started else "dropped its queued work")
                 raise ClientGone()
-            raise APIError(
-                504,
-                f"The request did not finish within the server's {self.settings.request_timeout_s:g} s limit"
-                + (
-                    "; it was still waiting in the queue, retry later."
-                    if not started
-                    else "; ask for fewer steps, fewer images or a smaller size."
-                ),
-                type="server_error",
-                code="timeout",
-                headers={"x-should-retry": "true" if not started else "false"},
-            )
+            raise self.timeout_error(started)
         finally:
             if watch is not None:
                 watch.cancel()
             if not waiter.done():
                 self.worker.cancel(job)  # counted as dropped/cancelled, whatever ended the wait
                 waiter.cancel()
+
+    def timeout_error(self, started: bool) -> APIError:
+        """The 504 for a request that passed ``request_timeout_s`` (queued or running)."""
+        return APIError(
+            504,
+            f"The request did not finish within the server's {self.settings.request_timeout_s:g} s limit"
+            + (
+                "; it was still waiting in the queue, retry later."
+                if not started
+                else "; ask for fewer steps, fewer images or a smaller size."
+            ),
+            type="server_error",
+            code="timeout",
+            headers={"x-should-retry": "true" if not started else "false"},
+        )
+
+    def prompt_tokens(self, text: str) -> int:
+        """Tokens the text encoder reads of ``text`` (for the streamed ``usage``)."""
+        return self.pipeline.tokenizer.count(text)
 
     def encode_echo(self, prepared: PreparedRequest) -> dict[str, Any]:
         """Top-level response fields; only values the official schema allows are echoed."""

@@ -4,9 +4,12 @@ Validation is our own (not a framework's 422): every problem becomes a 400 in th
 envelope whose ``param`` names the field and whose message says what values are allowed.
 JSON ``null`` means "not given" (the Python SDK sends ``null`` for arguments passed as
 ``None``). Fields of the official request schema that a local diffusion model cannot honour
-(``stream``, a transparent ``background``) are refused with a clear message rather than
-ignored; unknown fields are refused as OpenAI does, which also catches typos in our
-extensions (``seed``, ``steps``, ``guidance_scale``, ``negative_prompt``, ``scheduler``).
+(a transparent ``background``) are refused with a clear message rather than ignored; unknown
+fields are refused as OpenAI does, which also catches typos in our extensions (``seed``,
+``steps``, ``guidance_scale``, ``negative_prompt``, ``scheduler``). ``stream: true`` with
+``partial_images`` 0-3 answers server-sent events (``streaming.py``); ``partial_images``
+without ``stream: true``, or ``response_format: "url"`` with it, are refused because they
+would otherwise be silently ignored.
 
 The rules live in one table, :data:`FIELDS`: the parser applies it and ``openapi.py`` turns it
 into the JSON Schema of ``/openapi.json``, so the published document cannot drift from what
@@ -30,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from nanoedge.core.limits import MAX_API_IMAGES, MAX_GUIDANCE, MAX_PROMPT_CHARS, MAX_REQUEST_SEED, MAX_STEPS
+from nanoedge.core.limits import MAX_API_IMAGES, MAX_GUIDANCE, MAX_PARTIAL_IMAGES, MAX_PROMPT_CHARS, MAX_REQUEST_SEED, MAX_STEPS
 
 from .errors import APIError, invalid, printable
 from .quality import QUALITY_ALIASES, QualityTable
@@ -96,8 +99,8 @@ FIELDS: tuple[Field, ...] = (
     Field("safety_identifier", "string", "Accepted and ignored.", max_chars=MAX_USER_CHARS),
     Field("moderation", "neutral", "Accepted; changes nothing.", choices=("low", "auto")),
     Field("background", "neutral", "Only opaque images are made.", choices=("auto", "opaque")),
-    Field("stream", "neutral", "Streaming is not offered.", choices=(False,)),
-    Field("partial_images", "neutral", "Streaming is not offered.", choices=(0,)),
+    Field("stream", "neutral", "true: server-sent events (image_generation.partial_image / .completed).", choices=(False, True)),
+    Field("partial_images", "integer", "Previews per image in a stream (needs stream: true).", minimum=0, maximum=MAX_PARTIAL_IMAGES),
     Field("seed", "integer", "Noise seed; image i uses seed + i.", minimum=0, maximum=MAX_REQUEST_SEED, extension=True),
     Field("steps", "integer", "Denoising steps; overrides quality.", minimum=1, maximum=MAX_STEPS, extension=True),
     Field("guidance_scale", "number", "Classifier-free guidance scale.", minimum=0.0, maximum=MAX_GUIDANCE, extension=True),
@@ -125,6 +128,9 @@ class ImageRequest:
     guidance_scale: float | None = None
     negative_prompt: str | None = None
     scheduler: str | None = None
+    stream: bool = False
+    partial_images: int = 0
+    background: str = "auto"
 
 
 # -- the body ----------------------------------------------------------------------------------
@@ -344,6 +350,14 @@ def parse_image_request(body: dict[str, Any], styles: StyleBook) -> ImageRequest
             "style",
             "invalid_value",
         )
+    stream = body.get("stream") is True
+    partial_images = values["partial_images"] or 0
+    if partial_images and not stream:
+        message = "'partial_images' only applies to streamed requests: send \"stream\": true as well (or leave it out)."
+        raise invalid(message, "partial_images", "invalid_value")
+    if stream and values["response_format"] == "url":
+        message = "Streamed images arrive as b64_json in the events; leave out 'response_format' (or use b64_json) with \"stream\": true."
+        raise invalid(message, "response_format", "invalid_value")
     return ImageRequest(
         prompt=values["prompt"],
         model=values["model"],
@@ -360,6 +374,9 @@ def parse_image_request(body: dict[str, Any], styles: StyleBook) -> ImageRequest
         guidance_scale=values["guidance_scale"],
         negative_prompt=values["negative_prompt"],
         scheduler=values["scheduler"],
+        stream=stream,
+        partial_images=partial_images,
+        background=str(body.get("background") or "auto"),
     )
 
 

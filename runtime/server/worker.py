@@ -18,6 +18,11 @@ batching) does not change any image.
 
 Isolation: if a batch of several requests fails, each request is retried alone, so only the
 request that causes the failure gets an error; the others get their images.
+
+A job may carry an ``on_step`` listener (a streamed request that wants previews): the worker
+then passes the pipeline a per-step hook that hands each listener the rows of the batch that
+are its own images, so a streamed request can share a batch with plain ones. Batches with no
+listener call the pipeline exactly as before.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
 from nanoedge.runtime.pipeline import CancelCheck, GenerationCancelled, GenerationResult, ResolvedRequest
+from nanoedge.runtime.preview import DenoiseStep, StepCallback
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +45,9 @@ log = logging.getLogger(__name__)
 class BatchGenerator(Protocol):
     """What the worker needs from a pipeline (tests substitute slow or failing fakes)."""
 
-    def generate_batch(self, requests: Sequence[ResolvedRequest], *, cancel: CancelCheck | None = None) -> list[GenerationResult]: ...
+    def generate_batch(
+        self, requests: Sequence[ResolvedRequest], *, cancel: CancelCheck | None = None, on_step: StepCallback | None = None
+    ) -> list[GenerationResult]: ...
 
 
 class QueueFull(Exception):
@@ -55,12 +63,19 @@ class WorkerStopped(Exception):
 
 
 @dataclass
+#: listener(step, rows, first_image): the job's images are ``step.<array>[rows]``; ``first_image``
+#: is the index (within the request) of the first of them (non-zero for later slices).
+StepListener = Callable[[DenoiseStep, slice, int], None]
+
+
 class Job:
     request: ResolvedRequest
     future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
     enqueued_at: float = field(default_factory=time.monotonic)
     #: Set by InferenceWorker.cancel once the job is running: nobody waits for it any more.
     abandoned: threading.Event = field(default_factory=threading.Event)
+    #: Per-step listener of a streamed request that wants previews.
+    on_step: StepListener | None = None
 
     def group(self) -> tuple:
         # output_size is part of the key: the pipeline resizes a whole batch to one size.
@@ -116,7 +131,7 @@ class InferenceWorker:
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, request: ResolvedRequest) -> Job:
+    def submit(self, request: ResolvedRequest, on_step: StepListener | None = None) -> Job:
         """Queue a request; raise QueueFull or WorkerStopped instead of waiting."""
         with self._cond:
             if self._stopping:
@@ -124,7 +139,7 @@ class InferenceWorker:
             self._purge_cancelled()
             if len(self._queue) >= self.max_queue:
                 raise QueueFull(self._estimate_wait())
-            job = Job(request)
+            job = Job(request, on_step=on_step)
             self._queue.append(job)
             self._cond.notify()
             return job
@@ -218,9 +233,9 @@ class InferenceWorker:
 
         try:
             if len(batch) == 1 and batch[0].request.n > self.max_batch:
-                results = [self._run_sliced(batch[0].request, everyone_left)]
+                results = [self._run_sliced(batch[0].request, everyone_left, batch[0].on_step)]
             else:
-                results = self.pipeline.generate_batch([j.request for j in batch], cancel=everyone_left)
+                results = self.pipeline.generate_batch([j.request for j in batch], cancel=everyone_left, **_hooks(batch))
         except GenerationCancelled as exc:
             log.info("stopped a batch of %d request(s): %s (every client left or timed out)", len(batch), exc)
             self._finish_cancelled(batch, exc)
@@ -263,9 +278,9 @@ class InferenceWorker:
         started = time.perf_counter()
         try:
             if job.request.n > self.max_batch:
-                result = self._run_sliced(job.request, job.abandoned.is_set)
+                result = self._run_sliced(job.request, job.abandoned.is_set, job.on_step)
             else:
-                result = self.pipeline.generate_batch([job.request], cancel=job.abandoned.is_set)[0]
+                result = self.pipeline.generate_batch([job.request], cancel=job.abandoned.is_set, **_hooks([job]))[0]
         except GenerationCancelled as exc:
             self._finish_cancelled([job], exc)
             return
@@ -279,16 +294,37 @@ class InferenceWorker:
         if self._on_batch is not None:
             self._on_batch(job.request.n, time.perf_counter() - started)
 
-    def _run_sliced(self, request: ResolvedRequest, cancel: CancelCheck) -> GenerationResult:
+    def _run_sliced(self, request: ResolvedRequest, cancel: CancelCheck, on_step: StepListener | None = None) -> GenerationResult:
         """Generate a request bigger than max_batch in slices; images stay the same."""
         images = []
         truncated = False
         timings: dict[str, float] = {}
         for offset in range(0, request.n, self.max_batch):
             part = dataclasses.replace(request, n=min(self.max_batch, request.n - offset), seed=request.seed + offset)
-            result = self.pipeline.generate_batch([part], cancel=cancel)[0]
+            hooks = _hooks([Job(part, on_step=on_step)], first_image=offset)
+            result = self.pipeline.generate_batch([part], cancel=cancel, **hooks)[0]
             images.extend(result.images)
             truncated = truncated or result.truncated_prompt
             for name, value in result.timings.items():
                 timings[name] = timings.get(name, 0.0) + value
         return GenerationResult(images=images, request=request, truncated_prompt=truncated, timings=timings)
+
+
+def _hooks(batch: list[Job], first_image: int = 0) -> dict[str, StepCallback]:
+    """``{"on_step": hook}`` when some job listens, else nothing (the pipeline call is unchanged)."""
+    listeners, offset = [], 0
+    for job in batch:
+        if job.on_step is not None:
+            listeners.append((job.on_step, slice(offset, offset + job.request.n)))
+        offset += job.request.n
+    if not listeners:
+        return {}
+
+    def on_step(step: DenoiseStep) -> None:
+        for listener, rows in listeners:
+            try:
+                listener(step, rows, first_image)
+            except Exception:  # a preview must never fail the images it previews
+                log.exception("a step listener failed; that preview is skipped, the images are not affected")
+
+    return {"on_step": on_step}
