@@ -143,10 +143,13 @@ def bind_socket(host: str, port: int) -> socket.socket:
 )
 @click.option("--threads", type=click.IntRange(1), default=None, help="onnxruntime intra-op threads (default: all cores).")
 @click.option("--two-pass", is_flag=True, help="Run guidance as two UNet passes (lower memory).")
+@click.option("--playground", "playground", type=click.Choice(["open", "protected"]), default="open", show_default=True,
+              help="The browser page on / and /playground: open (served without a key; its API calls still need one) or protected (the page itself needs a key).")
+@click.option("--no-playground", is_flag=True, help="Do not serve the browser page.")
 @handle_errors
 def serve(package, host, port, target, aliases, api_keys, api_key_file, allow_unauthenticated_remote, max_queue, max_batch, request_timeout,
           cache_dir, cache_max_mb, files_dir, files_ttl, files_max_mb, max_pixels, public_url, drain_grace, drain_timeout,
-          threads, two_pass):
+          threads, two_pass, playground, no_playground):
     """Serve a package over an OpenAI-compatible API (POST /v1/images/generations).
 
     \b
@@ -197,6 +200,7 @@ def serve(package, host, port, target, aliases, api_keys, api_key_file, allow_un
         public_url=public_url,
         drain_grace_s=drain_grace,
         drain_timeout_s=drain_timeout,
+        playground="off" if no_playground else playground,
     )
     failure: list[BaseException] = []
 
@@ -226,6 +230,9 @@ def serve(package, host, port, target, aliases, api_keys, api_key_file, allow_un
         f"{'API keys required' if keys else 'no API key needed'}); loading...",
         err=True,
     )
+    if settings.playground != "off":
+        needs_key = " (needs a key)" if settings.playground == "protected" and keys else ""
+        click.echo(f"playground: http://{shown_host}:{bound_port}/{needs_key}", err=True)
     try:
         server.run(sockets=[sock])
     finally:

@@ -49,6 +49,9 @@ class ServerSettings:
     warmup: bool = True
     #: Retry-After (seconds) of the 503s answered while the model loads or the server drains.
     unavailable_retry_after_s: float = 2.0
+    #: The browser page on ``/`` and ``/playground``: ``open`` (served without a key; its API
+    #: calls still need one), ``protected`` (served only with a key) or ``off``.
+    playground: str = "open"
 
     @property
     def auth_enabled(self) -> bool:
