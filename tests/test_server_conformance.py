@@ -24,7 +24,7 @@ from openapi_core.testing import MockRequest, MockResponse  # noqa: E402
 
 SPEC_HOST = "https://api.openai.com"
 # Values the spec allows that a local diffusion server refuses on purpose (with a 400).
-UNSUPPORTED = {("background", "transparent"), ("stream", True)}
+UNSUPPORTED = {("background", "transparent")}
 
 
 @pytest.fixture(scope="module")
@@ -63,12 +63,37 @@ def _check_error(spec, response: httpx.Response) -> None:
     OAS31Validator(schema).validate(response.json())
 
 
+def stream_events(text: str) -> list[tuple[str, dict]]:
+    events = []
+    for block in text.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines())
+        events.append((lines["event"], json.loads(lines["data"])))
+    return events
+
+
+def _check_events(response: httpx.Response) -> list[tuple[str, dict]]:
+    """Every server-sent event against the spec's ImageGenStreamEvent (the text/event-stream answer)."""
+    from openapi_schema_validator import OAS31Validator
+
+    # ImageGenStreamEvent's discriminator has no mapping (its values are not schema names), so
+    # each event is checked against the member schema its type names.
+    members = {"image_generation.partial_image": "ImageGenPartialImageEvent", "image_generation.completed": "ImageGenCompletedEvent"}
+    assert set(members) == {SPEC["components"]["schemas"][m]["properties"]["type"]["enum"][0] for m in members.values()}
+    events = stream_events(response.text)
+    for name, data in events:
+        assert name == data["type"] and name in members
+        OAS31Validator({"$ref": f"#/components/schemas/{members[name]}", "components": SPEC["components"]}).validate(data)
+    return events
+
+
 def _check(spec, server, method: str, path: str, body: dict | None = None) -> httpx.Response:
     request = _spec_request(method, path, body)
     if body is not None:
         spec.validate_request(request)  # the oracle agrees this is a valid request
     response = httpx.request(method.upper(), f"{server.api_url}{path}", json=body, timeout=60)
-    if response.status_code == 200:
+    if response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream"):
+        _check_events(response)
+    elif response.status_code == 200:
         spec.validate_response(request, MockResponse(response.content, status_code=200, content_type="application/json"))
     else:
         _check_error(spec, response)
@@ -140,3 +165,15 @@ def test_errors_match_the_spec_error_schema(spec, server):
     bad = httpx.post(f"{server.api_url}/images/generations", json={"prompt": "x", "n": 0})
     assert bad.status_code == 400
     _check_error(spec, bad)
+
+
+def test_streamed_events_match_the_spec(spec, server):
+    body = {"prompt": "a lighthouse at dusk", "stream": True, "partial_images": 3, "size": "1024x1024", "quality": "high", "steps": 9}
+    response = _check(spec, server, "post", "/images/generations", body)
+    events = _check_events(response)
+    kinds = [name for name, _ in events]
+    assert kinds == ["image_generation.partial_image"] * 3 + ["image_generation.completed"]
+    assert [data["partial_image_index"] for _, data in events[:3]] == [0, 1, 2]
+    final = events[-1][1]
+    assert final["size"] == "1024x1024" and final["quality"] == "high" and final["background"] == "auto" and final["output_format"] == "png"
+    assert final["usage"]["input_tokens"] > 0 and final["usage"]["output_tokens"] == 0
