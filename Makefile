@@ -4,9 +4,21 @@
 PYTHON ?= python3
 STAMP := .make-installed
 
-.PHONY: install demo test test-slow clean
+.PHONY: install browser demo test test-slow clean
 
-install: $(STAMP)
+install: $(STAMP) browser
+
+# The playground's browser tests drive Debian's Chromium through its chromedriver (nothing
+# downloads a browser at run time). Installed with apt-get only when missing; if that fails the
+# tests fail and say how to install them. The CJK font renders the style labels (动漫...).
+BROWSER_PACKAGES := chromium chromium-driver fonts-wqy-microhei
+browser:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; else \
+		echo "installing $(BROWSER_PACKAGES) (the playground browser tests need them)"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || command -v sudo ); \
+		( $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $(BROWSER_PACKAGES) ) \
+		|| echo "warning: could not install $(BROWSER_PACKAGES); the browser tests will fail until they are installed" >&2; \
+	fi
 
 # torch is pinned (via the [export] extra) to the CPU build; a plain "torch" pulls CUDA.
 $(STAMP): pyproject.toml

@@ -1,4 +1,4 @@
-"""The seed-clients calls from the official Node SDK (`npm install openai`).
+"""The seed-clients calls and the streaming call from the official Node SDK (`npm install openai`).
 
 The SDK is installed once into a cache folder (NANOEDGE_TEST_NODE_DIR, default
 ~/.cache/nanoedge/test-node); the test is skipped, with the reason, where node or npm is
@@ -90,3 +90,43 @@ def test_node_sdk_seed_calls(openai_node_module, tiny_package, tmp_path):
     assert out["revised"].startswith("anime style illustration of a fox")
     assert out["badStatus"] == 400 and out["badParam"] == "size"
     assert out["missingStatus"] == 404 and out["missingCode"] == "model_not_found"
+
+
+NODE_STREAM_SCRIPT = r"""
+const mod = require(process.env.OPENAI_MODULE);
+const OpenAI = mod.OpenAI || mod.default || mod;
+const client = new OpenAI({ apiKey: "node-key", baseURL: process.env.BASE_URL, maxRetries: 0 });
+(async () => {
+  const out = { events: [] };
+  const stream = await client.images.generate({ model: "nano-banana-2", prompt: "a lighthouse at dusk", size: "512x512",
+                                                stream: true, partial_images: 2, steps: 10 });
+  for await (const event of stream) {
+    const png = Buffer.from(event.b64_json, "base64");
+    out.events.push({ type: event.type, index: event.partial_image_index, magic: png.subarray(0, 4).toString("hex"),
+                      width: png.readUInt32BE(16), height: png.readUInt32BE(20), tokens: event.usage ? event.usage.input_tokens : null });
+  }
+  try {
+    await client.images.generate({ model: "nano-banana-2", prompt: "x", stream: true, partial_images: 7 });
+    out.badStatus = "no error";
+  } catch (error) {
+    out.badStatus = error.status;
+    out.badParam = error.param;
+  }
+  console.log(JSON.stringify(out));
+})().catch((error) => { console.error(error); process.exit(1); });
+"""
+
+
+def test_node_sdk_streams_partial_images(openai_node_module, tiny_package, tmp_path):
+    script = tmp_path / "stream.js"
+    script.write_text(NODE_STREAM_SCRIPT)
+    with serve(Pipeline.load(tiny_package), aliases=("nano-banana-2",)) as server:
+        result = subprocess.run(["node", str(script)], capture_output=True, text=True, timeout=120,
+                                env={**os.environ, "OPENAI_MODULE": str(openai_node_module), "BASE_URL": server.api_url})
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert [e["type"] for e in out["events"]] == ["image_generation.partial_image"] * 2 + ["image_generation.completed"]
+    assert [e["index"] for e in out["events"][:2]] == [0, 1]
+    assert all(e["magic"] == "89504e47" and (e["width"], e["height"]) == (512, 512) for e in out["events"])
+    assert out["events"][-1]["tokens"] > 0
+    assert out["badStatus"] == 400 and out["badParam"] == "partial_images"
