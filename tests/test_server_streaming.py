@@ -53,16 +53,17 @@ def test_python_sdk_streams_partials_then_the_final_image(client):
     assert isinstance(events[0], openai.types.ImageGenPartialImageEvent)
     assert isinstance(events[-1], openai.types.ImageGenCompletedEvent)
     assert [e.partial_image_index for e in events[:2]] == [0, 1]
+    # previews come at the size the model runs at (64x64 here: 512x512 is made by resizing)
+    assert [_png(e.b64_json).size for e in events] == [(64, 64), (64, 64), (512, 512)]
     for event in events:
-        assert _png(event.b64_json).size == (512, 512)
-        assert event.output_format == "png" and event.background == "auto" and isinstance(event.created_at, int)
+        assert event.size == "auto" and event.output_format == "png" and event.background == "auto" and isinstance(event.created_at, int)
     assert events[-1].usage.input_tokens == events[-1].usage.total_tokens > 0
     # streaming changes nothing in the final image: same bytes as the plain call
     plain = client.images.generate(model="nano-banana-2", prompt="a red circle on the left", size="512x512",
                                    response_format="b64_json", extra_body={"seed": 11, "steps": 10})
     assert base64.b64decode(plain.data[0].b64_json) == base64.b64decode(events[-1].b64_json)
     # the previews differ from each other and from the final image (they show the progress)
-    pixels = [np.asarray(_png(e.b64_json), dtype=np.int16) for e in events]
+    pixels = [np.asarray(_png(e.b64_json).resize((64, 64)), dtype=np.int16) for e in events]
     assert np.abs(pixels[0] - pixels[1]).mean() > 0 and np.abs(pixels[1] - pixels[2]).mean() > 0
 
 

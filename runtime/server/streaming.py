@@ -5,7 +5,8 @@ Events (``event:`` line + JSON ``data:`` line, the shapes of the official
 
 * ``image_generation.partial_image`` - ``partial_images`` (0-3) previews per image, taken at
   evenly spread denoising steps (:func:`nanoedge.runtime.preview.preview_steps`) and decoded
-  cheaply (:meth:`Pipeline.preview`); ``partial_image_index`` counts them from 0.
+  cheaply (:meth:`Pipeline.preview`) at the size the model runs at (which is the output size
+  unless the server resizes); ``partial_image_index`` counts them from 0.
 * ``image_generation.completed`` - the final image, one event per image, with ``usage``.
 * ``error`` - ``{"type": "error", "error": {message, type, param, code}}`` when the request fails
   after the stream has started (a worker failure, the request timeout); the stream then ends.
@@ -112,7 +113,10 @@ class ImageStream:
         }
 
     def _encode_preview(self, pixels: np.ndarray) -> bytes:
-        size = self.prepared.resolved.output_size
+        # At the size the model runs at, not resized up to the output size: a preview cannot
+        # hold more detail than that, and a small package serving 512x512 by resizing 64x64
+        # would otherwise spend more time encoding previews than generating (clients scale it).
+        size = self.prepared.resolved.run_size
         image = Image.fromarray(pixels)
         if image.size != (size.width, size.height):
             image = image.resize((size.width, size.height), Image.BILINEAR)
