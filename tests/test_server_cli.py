@@ -214,3 +214,23 @@ def test_port_in_use_and_bad_package(tiny_package, tmp_path):
         [sys.executable, "-m", "nanoedge", "serve", "-m", str(tmp_path / "nope")], capture_output=True, text=True, timeout=60
     )
     assert missing.returncode == 3 and "does not exist" in missing.stderr
+
+
+def test_playground_flags(tiny_package, tmp_path):
+    protected = ServeProcess(["-m", str(tiny_package), "--api-key", "page-key", "--playground", "protected", "--cache-max-mb", "0"], tmp_path)
+    try:
+        protected.wait_ready()
+        assert f"playground: {protected.base_url}/ (needs a key)" in protected.log
+        refused = httpx.get(protected.base_url + "/")
+        assert refused.status_code == 401 and refused.headers["www-authenticate"].startswith("Basic ")
+        assert httpx.get(protected.base_url + "/", auth=("anyone", "page-key")).status_code == 200
+    finally:
+        protected.stop()
+    off = ServeProcess(["-m", str(tiny_package), "--no-playground", "--cache-max-mb", "0"], tmp_path)
+    try:
+        off.wait_ready()
+        assert "playground:" not in off.log
+        assert httpx.get(off.base_url + "/").status_code == 404
+        assert httpx.get(off.base_url + "/playground").status_code == 404
+    finally:
+        off.stop()
