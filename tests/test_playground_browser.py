@@ -145,6 +145,8 @@ def test_page_streams_previews_then_the_final_png(browser, pipeline, tmp_path):
         download = browser.execute_script("return document.querySelector('#results figcaption a').getAttribute('download')")
         _wait(lambda: browser.execute_script("return document.getElementById('m-images').textContent !== '–'"), what="the metrics panel")
         served = browser.execute_script("return document.getElementById('m-images').textContent")
+        origins = browser.execute_script("return performance.getEntriesByType('resource').map(e => new URL(e.name).origin)")
+    assert set(origins) <= {server.base_url}, f"the page loaded something from elsewhere: {origins}"
     assert partials >= 1, "no partial preview was shown before the final image"
     assert png.startswith(PNG_MAGIC)
     assert Image.open(io.BytesIO(png)).size == (512, 512)
@@ -160,6 +162,14 @@ def test_page_shows_the_api_error(browser, pipeline):
     with serve(pipeline) as server:
         browser.get(server.base_url + "/playground")
         _wait(lambda: browser.execute_script("return document.getElementById('model').options.length >= 1"), what="the form")
+        # keyboard: the prompt has focus, Tab walks the form in reading order
+        from selenium.webdriver.common.keys import Keys
+
+        order = [browser.execute_script("return document.activeElement.id")]
+        for _ in range(11):
+            browser.switch_to.active_element.send_keys(Keys.TAB)
+            order.append(browser.execute_script("return document.activeElement.id"))
+        assert order == ["prompt", "negative_prompt", "size", "n", "style", "quality", "steps", "guidance_scale", "seed", "partial_images", "model", "generate"]
         expected = httpx.post(f"{server.api_url}/images/generations", json={"prompt": "x", "steps": 501}).json()["error"]["message"]
         box = browser.find_element(By.ID, "steps")
         box.clear()
