@@ -13,9 +13,9 @@ Two ingredients:
   recorded as ``components.vae_decoder.decoder.family == "taesd"``) decodes previews with it:
   it is already cheap. Otherwise a full VAE decode per preview would cost about as much as the
   final decode, so :class:`LinearPreview` maps each latent pixel to one RGB pixel with a
-  per-package linear map (4 channels + bias -> RGB) fitted by least squares on the first real
-  decode the pipeline makes (the server's warm-up), against the decoded image averaged over
-  each latent pixel's 8x8 block. It is blurry and a little off in colour, which is what a
+  per-package linear map (4 channels + bias -> RGB) fitted by least squares on the decodes
+  the pipeline makes anyway (images of 4 or more steps, until 65536 latent pixels have been
+  seen), against the decoded image averaged over each latent pixel's 8x8 block. It is blurry and a little off in colour, which is what a
   preview may be; it costs a matrix product on the ``h/8 x w/8`` latent grid. Before any
   decode has been seen it shows the first three latent channels, each normalised to its own
   range, so it never fails.
@@ -81,27 +81,45 @@ def denoised_estimate(step: DenoiseStep, alphas_cumprod: np.ndarray, prediction_
 class LinearPreview:
     """Latents -> RGB by a fitted linear map (see the module docstring)."""
 
+    #: Latent pixels after which the fit stops learning (it has seen enough colours by then).
+    ENOUGH = 1 << 16
+
     def __init__(self, factor: int) -> None:
         self.factor = int(factor)
         self.matrix: np.ndarray | None = None  # [channels + 1, 3], maps to [-1, 1] RGB
+        self._xtx: np.ndarray | None = None
+        self._xty: np.ndarray | None = None
+        self.samples = 0
 
     @property
     def fitted(self) -> bool:
         return self.matrix is not None
 
+    @property
+    def learning(self) -> bool:
+        return self.samples < self.ENOUGH
+
     def fit(self, latents: np.ndarray, decoded: np.ndarray) -> None:
-        """Least-squares fit of RGB (block-averaged ``decoded``, [-1, 1]) on latent channels."""
+        """Add one decode to the least-squares fit of RGB (block-averaged ``decoded``, [-1, 1])
+        on the latent channels; the map is re-solved from the accumulated normal equations, so
+        every decode until ``ENOUGH`` contributes."""
         b, c, h, w = latents.shape
         f = self.factor
         if decoded.shape[2] != h * f or decoded.shape[3] != w * f:
             return
         pooled = decoded.astype(np.float32).reshape(b, 3, h, f, w, f).mean(axis=(3, 5))
-        x = np.concatenate([latents.astype(np.float32).transpose(0, 2, 3, 1).reshape(-1, c), np.ones((b * h * w, 1), np.float32)], axis=1)
-        y = pooled.transpose(0, 2, 3, 1).reshape(-1, 3)
-        if x.shape[0] < x.shape[1] * 4 or not np.isfinite(x).all() or not np.isfinite(y).all():
+        x = np.concatenate([latents.astype(np.float64).transpose(0, 2, 3, 1).reshape(-1, c), np.ones((b * h * w, 1))], axis=1)
+        y = pooled.astype(np.float64).transpose(0, 2, 3, 1).reshape(-1, 3)
+        if not np.isfinite(x).all() or not np.isfinite(y).all():
             return
-        self.matrix, *_ = np.linalg.lstsq(x, y, rcond=None)
-        log.debug("fitted the latent preview map on %d latent pixels", x.shape[0])
+        if self._xtx is None or self._xtx.shape[0] != c + 1:
+            self._xtx, self._xty, self.samples = np.zeros((c + 1, c + 1)), np.zeros((c + 1, 3)), 0
+        self._xtx += x.T @ x
+        self._xty += x.T @ y
+        self.samples += x.shape[0]
+        if self.samples >= 4 * (c + 1):
+            self.matrix = np.linalg.lstsq(self._xtx, self._xty, rcond=None)[0].astype(np.float32)
+            log.debug("latent preview map fitted on %d latent pixels", self.samples)
 
     def rgb(self, latents: np.ndarray) -> np.ndarray:
         """``[B, C, h, w]`` latents -> ``[B, h, w, 3]`` uint8."""

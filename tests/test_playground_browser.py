@@ -205,14 +205,15 @@ def test_page_asks_for_the_key_and_then_generates(browser, pipeline):
     assert Image.open(io.BytesIO(png)).size == (64, 64)
 
 
-def test_phone_width_screenshot(browser, pipeline, tmp_path):
+def test_phone_width_screenshot(browser, tmp_path):
+    """On the built-in demo model (it draws shapes), so the screenshot shows a real picture."""
     from selenium.webdriver.common.by import By
 
-    with serve(pipeline, aliases=("nano-banana-2",)) as server:
+    with serve(Pipeline.load(None), aliases=("nano-banana-2",)) as server:
         browser.set_window_size(360, 1400)
         browser.get(server.base_url + "/")
         _wait(lambda: browser.execute_script("return document.getElementById('model').options.length >= 2"), what="the form")
-        _generate(browser, "a lighthouse at dusk", "512x512", 10)
+        _generate(browser, "a red circle on the left", "512x512", 20)
         _wait(lambda: browser.execute_script("return document.querySelector('#results img.final') !== null"), what="the final image")
         browser.find_element(By.ID, "prompt").click()
         width = browser.execute_script("return document.documentElement.clientWidth")
