@@ -163,3 +163,22 @@ def test_a_failure_mid_stream_ends_with_an_error_event_the_sdk_raises(tiny_packa
         assert "request id req_" in raised.value.message and "server log" in raised.value.message
         # the server is still fine afterwards
         assert len(list(client.images.generate(model="tiny-random", prompt="fine", stream=True, partial_images=1))) == 2
+
+
+def test_a_client_leaving_a_queued_stream_drops_its_work(server, gated):
+    gated.gate.clear()
+    gated.started.clear()
+    blocker = threading.Thread(target=lambda: httpx.post(f"{server.api_url}/images/generations", json={"prompt": "hold", "response_format": "b64_json"}, timeout=60))
+    blocker.start()
+    try:
+        assert gated.started.wait(10)
+        dropped = server.metric("nanoedge_dropped_requests_total")
+        with httpx.stream("POST", f"{server.api_url}/images/generations", json={"prompt": "leaving", "stream": True, "partial_images": 2}, timeout=60) as response:
+            assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+            wait_until(lambda: server.state.service.worker.depth() == 1, message="the streamed request queued")
+        wait_until(lambda: server.metric("nanoedge_dropped_requests_total") == dropped + 1, message="the queued stream dropped")
+        assert server.state.service.worker.depth() == 0
+    finally:
+        gated.gate.set()
+        blocker.join(60)
+    assert "leaving" not in [p for batch in gated.batches for p in batch]
