@@ -114,11 +114,13 @@ class LinearPreview:
             return
         if self._xtx is None or self._xtx.shape[0] != c + 1:
             self._xtx, self._xty, self.samples = np.zeros((c + 1, c + 1)), np.zeros((c + 1, 3)), 0
-        self._xtx += x.T @ x
-        self._xty += x.T @ y
+        xtx, xty = self._xtx, self._xty
+        assert xtx is not None and xty is not None
+        xtx += x.T @ x
+        xty += x.T @ y
         self.samples += x.shape[0]
         if self.samples >= 4 * (c + 1):
-            self.matrix = np.linalg.lstsq(self._xtx, self._xty, rcond=None)[0].astype(np.float32)
+            self.matrix = np.linalg.lstsq(xtx, xty, rcond=None)[0].astype(np.float32)
             log.debug("latent preview map fitted on %d latent pixels", self.samples)
 
     def rgb(self, latents: np.ndarray) -> np.ndarray:

@@ -23,9 +23,9 @@ from pathlib import Path
 import httpx
 import pytest
 from PIL import Image
+from server_support import PNG_MAGIC, serve
 
 from nanoedge.runtime.pipeline import Pipeline
-from server_support import PNG_MAGIC, serve
 
 pytest.importorskip("uvicorn")
 
@@ -117,7 +117,9 @@ def _record_partials(driver) -> None:
     """Count every preview the page shows, even if the final image replaces it quickly."""
     driver.execute_script("""
         window.__partials = 0;
-        new MutationObserver((records) => { for (const r of records) if (r.target.matches('img.preview') && r.attributeName === 'src') window.__partials++; })
+        new MutationObserver((records) => {
+          for (const r of records) if (r.target.matches('img.preview') && r.attributeName === 'src') window.__partials++;
+        })
           .observe(document.getElementById('results'), {subtree: true, attributes: true, attributeFilter: ['src']});
     """)
 
@@ -133,7 +135,8 @@ def test_page_streams_previews_then_the_final_png(browser, pipeline, tmp_path):
         assert "动漫" in styles and "写实风格" in styles
         # every control has a label
         unlabeled = browser.execute_script(
-            "return [...document.querySelectorAll('input, select, textarea')].filter(e => !document.querySelector(`label[for='${e.id}']`)).map(e => e.id)")
+            "return [...document.querySelectorAll('input, select, textarea')]"
+            ".filter(e => !document.querySelector(`label[for='${e.id}']`)).map(e => e.id)")
         assert unlabeled == []
         _record_partials(browser)
         _generate(browser, "a red circle on the left", "512x512", 12)
@@ -169,7 +172,8 @@ def test_page_shows_the_api_error(browser, pipeline):
         for _ in range(11):
             browser.switch_to.active_element.send_keys(Keys.TAB)
             order.append(browser.execute_script("return document.activeElement.id"))
-        assert order == ["prompt", "negative_prompt", "size", "n", "style", "quality", "steps", "guidance_scale", "seed", "partial_images", "model", "generate"]
+        assert order == ["prompt", "negative_prompt", "size", "n", "style", "quality", "steps", "guidance_scale", "seed", "partial_images",
+                         "model", "generate"]
         expected = httpx.post(f"{server.api_url}/images/generations", json={"prompt": "x", "steps": 501}).json()["error"]["message"]
         box = browser.find_element(By.ID, "steps")
         box.clear()
@@ -195,7 +199,8 @@ def test_page_asks_for_the_key_and_then_generates(browser, pipeline):
         assert "Incorrect API key" in reason
         key_box.send_keys("sekrit-key")
         browser.find_element(By.ID, "key-save").click()
-        _wait(lambda: browser.execute_script("return document.getElementById('model').options.length >= 1 && !document.getElementById('key-dialog').open"),
+        _wait(lambda: browser.execute_script(
+            "return document.getElementById('model').options.length >= 1 && !document.getElementById('key-dialog').open"),
               what="the models after the key")
         stored = browser.execute_script("return [sessionStorage.getItem('nanoedge-api-key'), localStorage.length]")
         _generate(browser, "a green triangle", "64x64", 4)

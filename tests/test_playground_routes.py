@@ -3,15 +3,14 @@ nothing in it comes from outside the box."""
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 
 import httpx
 import pytest
+from server_support import serve
 
 from nanoedge.runtime.pipeline import Pipeline
-from server_support import serve
 
 pytest.importorskip("uvicorn")
 

@@ -217,7 +217,8 @@ def test_port_in_use_and_bad_package(tiny_package, tmp_path):
 
 
 def test_playground_flags(tiny_package, tmp_path):
-    protected = ServeProcess(["-m", str(tiny_package), "--api-key", "page-key", "--playground", "protected", "--cache-max-mb", "0"], tmp_path)
+    args = ["-m", str(tiny_package), "--api-key", "page-key", "--playground", "protected", "--cache-max-mb", "0"]
+    protected = ServeProcess(args, tmp_path)
     try:
         protected.wait_ready()
         assert f"playground: {protected.base_url}/ (needs a key)" in protected.log

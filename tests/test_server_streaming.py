@@ -12,10 +12,10 @@ import numpy as np
 import openai
 import pytest
 from PIL import Image
-
-from nanoedge.runtime.pipeline import Pipeline
 from server_support import PNG_MAGIC, GatedPipeline, serve, wait_until
 from test_server_conformance import stream_events
+
+from nanoedge.runtime.pipeline import Pipeline
 
 pytest.importorskip("uvicorn")
 
@@ -113,8 +113,10 @@ def test_a_streamed_request_shares_a_batch_with_plain_ones(server, gated):
     blocker.start()
     try:
         assert gated.started.wait(10)
-        streamed = threading.Thread(target=post, args=("streamed", {"prompt": "streamed one", "seed": 21, "steps": 10, "stream": True, "partial_images": 2}))
-        plain = threading.Thread(target=post, args=("plain", {"prompt": "plain one", "seed": 22, "steps": 10, "response_format": "b64_json"}))
+        streamed_body = {"prompt": "streamed one", "seed": 21, "steps": 10, "stream": True, "partial_images": 2}
+        streamed = threading.Thread(target=post, args=("streamed", streamed_body))
+        plain_body = {"prompt": "plain one", "seed": 22, "steps": 10, "response_format": "b64_json"}
+        plain = threading.Thread(target=post, args=("plain", plain_body))
         plain.start()  # first, so the streamed request's images are not the batch's first rows
         wait_until(lambda: server.state.service.worker.depth() == 1, message="one queued request")
         streamed.start()
@@ -157,7 +159,8 @@ def test_a_failure_mid_stream_ends_with_an_error_event_the_sdk_raises(tiny_packa
         client = openai.OpenAI(api_key="k", base_url=server.api_url, max_retries=0)
         seen = []
         with pytest.raises(openai.APIError) as raised:
-            for event in client.images.generate(model="tiny-random", prompt="explode", stream=True, partial_images=3, extra_body={"steps": 12}):
+            stream = client.images.generate(model="tiny-random", prompt="explode", stream=True, partial_images=3, extra_body={"steps": 12})
+            for event in stream:
                 seen.append(event.type)
         assert seen and set(seen) == {"image_generation.partial_image"}  # previews came before the failure
         assert "request id req_" in raised.value.message and "server log" in raised.value.message
@@ -168,12 +171,13 @@ def test_a_failure_mid_stream_ends_with_an_error_event_the_sdk_raises(tiny_packa
 def test_a_client_leaving_a_queued_stream_drops_its_work(server, gated):
     gated.gate.clear()
     gated.started.clear()
-    blocker = threading.Thread(target=lambda: httpx.post(f"{server.api_url}/images/generations", json={"prompt": "hold", "response_format": "b64_json"}, timeout=60))
+    url = f"{server.api_url}/images/generations"
+    blocker = threading.Thread(target=lambda: httpx.post(url, json={"prompt": "hold", "response_format": "b64_json"}, timeout=60))
     blocker.start()
     try:
         assert gated.started.wait(10)
         dropped = server.metric("nanoedge_dropped_requests_total")
-        with httpx.stream("POST", f"{server.api_url}/images/generations", json={"prompt": "leaving", "stream": True, "partial_images": 2}, timeout=60) as response:
+        with httpx.stream("POST", url, json={"prompt": "leaving", "stream": True, "partial_images": 2}, timeout=60) as response:
             assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
             wait_until(lambda: server.state.service.worker.depth() == 1, message="the streamed request queued")
         wait_until(lambda: server.metric("nanoedge_dropped_requests_total") == dropped + 1, message="the queued stream dropped")

@@ -20,6 +20,8 @@ MAX_GUIDANCE = 50.0
 MAX_IMAGES = 16
 #: Most images one HTTP request may ask for: OpenAI's images API accepts n = 1..10.
 MAX_API_IMAGES = 10
+#: Most streamed previews per image (``partial_images``): OpenAI's images API accepts 0..3.
+MAX_PARTIAL_IMAGES = 3
 #: Largest int64; image ``i`` of a request uses seed ``seed + i``, so a request's seed is at
 #: most ``MAX_SEED - MAX_IMAGES``.
 MAX_SEED = 2**63 - 1

@@ -27,10 +27,11 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
+from nanoedge.core.limits import MAX_API_IMAGES, MAX_PARTIAL_IMAGES
+
 from .errors import APIError
 from .quality import QUALITY_ALIASES
 from .service import ImageService
-from .validation import MAX_IMAGES, MAX_PARTIAL_IMAGES
 
 PLAYGROUND_MODES = ("open", "protected", "off")
 PAGE_PATHS = ("/", "/playground")
@@ -76,10 +77,12 @@ def page_config(service: ImageService, auth_required: bool) -> dict[str, Any]:
         "sizes": _sizes(service),
         "default_size": str(service.sizes.default or service.sizes.rules.static or service.sizes.rules.native),
         "styles": _styles(service),
-        "qualities": [{"value": q, "label": quality_labels.get(q, ""), "steps": service.quality.plan(q).steps} for q in ("standard", "hd", "low")],
+        "qualities": [
+            {"value": q, "label": quality_labels.get(q, ""), "steps": service.quality.plan(q).steps} for q in ("standard", "hd", "low")
+        ],
         "default_steps": service.quality.plan("standard").steps,
         "default_guidance": defaults.get("guidance", 7.5),
-        "max_images": MAX_IMAGES,
+        "max_images": MAX_API_IMAGES,
         "max_partial_images": MAX_PARTIAL_IMAGES,
         "negative_prompt": True,
         "auth_required": auth_required,
@@ -91,7 +94,8 @@ def render_page(service: ImageService, auth_required: bool) -> str:
     return _template().replace("__NANOEDGE_CONFIG__", config).replace("__NANOEDGE_TITLE__", html.escape(service.model_id))
 
 
-LOADING_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+LOADING_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <meta http-equiv="refresh" content="3"><title>nanoedge</title></head><body style="font-family:system-ui,sans-serif;padding:1rem">
 <p role="status">{message} This page reloads by itself.</p></body></html>"""
 
@@ -107,4 +111,7 @@ async def playground(request: Request) -> Response:
 
 
 # Everything the page needs comes from this origin; images are data: URLs.
-_CSP = "default-src 'self'; img-src 'self' data: blob:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+_CSP = (
+    "default-src 'self'; img-src 'self' data: blob:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
+    "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)

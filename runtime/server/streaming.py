@@ -123,7 +123,7 @@ class ImageStream:
         size = self.prepared.resolved.run_size
         image = Image.fromarray(pixels)
         if image.size != (size.width, size.height):
-            image = image.resize((size.width, size.height), Image.BILINEAR)
+            image = image.resize((size.width, size.height), Image.Resampling.BILINEAR)
         request = self.prepared.request
         return encode_image(image, request.output_format, request.output_compression)
 
