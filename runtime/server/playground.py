@@ -68,7 +68,7 @@ def _styles(service: ImageService) -> list[dict[str, Any]]:
 def page_config(service: ImageService, auth_required: bool) -> dict[str, Any]:
     """What the form offers, taken from the same objects that validate requests."""
     defaults = service.pipeline.manifest.defaults
-    quality_labels = {}
+    quality_labels: dict[str, str] = {}
     for label, canonical in QUALITY_ALIASES.items():
         if not label.isascii():
             quality_labels.setdefault(canonical, label)
