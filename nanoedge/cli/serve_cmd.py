@@ -149,13 +149,8 @@ def bind_socket(host: str, port: int) -> socket.socket:
 @click.option("--no-playground", is_flag=True, help="Do not serve the browser page.")
 @handle_errors
 def serve(package, host, port, target, aliases, api_keys, api_key_file, allow_unauthenticated_remote, max_queue, max_batch, request_timeout,
-<<<<<<< HEAD
           cache_dir, cache_max_mb, files_dir, files_ttl, files_max_mb, max_pixels, public_url, drain_grace, drain_timeout,
           threads, two_pass, playground, no_playground):
-=======
-          cache_dir, cache_max_mb, files_dir, files_ttl, files_max_mb, max_pixels, public_url, threads, two_pass,
-          playground, no_playground):
->>>>>>> 167ad8d (rebase onto main: MAX_PARTIAL_IMAGES in the limits table; ruff-clean (140 columns); typing fixes)
     """Serve a package over an OpenAI-compatible API (POST /v1/images/generations).
 
     \b

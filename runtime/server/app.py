@@ -37,8 +37,8 @@ from nanoedge.runtime.pipeline import Pipeline
 
 from .errors import APIError, internal_error, unavailable
 from .metrics import Metrics
-from .playground import PAGE_PATHS, PLAYGROUND_MODES, playground
 from .openapi import build_openapi
+from .playground import PAGE_PATHS, PLAYGROUND_MODES, playground
 from .service import ClientGone, ImageService, PreparedRequest
 from .settings import ServerSettings
 from .streaming import SSE_HEADERS, ImageStream

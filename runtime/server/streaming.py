@@ -72,6 +72,7 @@ class ImageStream:
         self._loop = asyncio.get_running_loop()
         self._wanted = prepared.request.partial_images
         self._steps: list[int] | None = None
+        self._sent: set[tuple[int, int]] = set()  # a batch retried alone repeats its steps
 
     async def start(self) -> None:
         """Cache lookup and queueing; raises APIError (429/503) while an error answer is still possible."""
@@ -96,6 +97,9 @@ class ImageStream:
         if step.index not in self._steps:
             return
         index = self._steps.index(step.index)
+        if (index, first_image) in self._sent:
+            return
+        self._sent.add((index, first_image))
         pixels = self.service.pipeline.preview(step, rows)
         for offset, image in enumerate(pixels):
             # Encoded here, between two UNet steps, rather than in another thread: a hand-off
@@ -174,12 +178,10 @@ class ImageStream:
                     continue
                 getter.cancel()
                 if waiter not in done:
-                    started = job.started
-                    job.future.cancel()
-                    if not started:
-                        self.service.metrics.count_dropped()
-                    yield error_event(self.service.timeout_error(started))
-                    return
+                    outcome = self.service.worker.cancel(job)  # stops it at the next step if running
+                    if outcome != "done":
+                        yield error_event(self.service.timeout_error(outcome != "dropped"))
+                        return
                 while not self._previews.empty():  # previews queued before the result landed
                     yield self._partial_event(self._previews.get_nowait())
                 try:
@@ -195,6 +197,6 @@ class ImageStream:
                 async for event in self._completed_events(batch):
                     yield event
                 return
-        finally:  # the client left mid-stream (or we are done): drop the queued work, if any
-            if not job.future.done() and job.future.cancel():
-                self.service.metrics.count_dropped()
+        finally:  # the client left mid-stream: drop the queued work or stop the running one
+            if not job.future.done():
+                self.service.worker.cancel(job)

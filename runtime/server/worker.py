@@ -62,12 +62,12 @@ class WorkerStopped(Exception):
     """The worker is shutting down and takes no new work."""
 
 
-@dataclass
 #: listener(step, rows, first_image): the job's images are ``step.<array>[rows]``; ``first_image``
 #: is the index (within the request) of the first of them (non-zero for later slices).
 StepListener = Callable[[DenoiseStep, slice, int], None]
 
 
+@dataclass
 class Job:
     request: ResolvedRequest
     future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
