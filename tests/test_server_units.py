@@ -140,7 +140,7 @@ def test_parse_request_null_is_not_given_and_defaults():
         (b'{"prompt": "\\u200b\\u200d\\ufeff "}', "prompt", "invalid_value"),
         (b'{"prompt": "ok", "size": "\xc2\xb2"}', "size", "invalid_value"),  # a Unicode digit, not ASCII
         (b'{"prompt": "ok", "n": 2.5}', "n", "invalid_type"),
-        (b'{"prompt": "ok", "partial_images": 1.0}', "partial_images", "unsupported_value"),
+        (b'{"prompt": "ok", "partial_images": 1.0}', "partial_images", "invalid_value"),
         (b'{"prompt": "ok", "stream": 0}', "stream", "unsupported_value"),
         (b'{"prompt": "ok", "n": ' + b"1" * 5000 + b"}", None, "invalid_value"),
         (b'{"prompt": "ok", "n": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", None, "invalid_json"),

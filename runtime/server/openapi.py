@@ -121,6 +121,40 @@ def build_openapi(model_names: list[str], styles: list[str], auth: bool, size_no
             },
             "additionalProperties": False,
         },
+        "ImageGenStreamEvent": {
+            "oneOf": [
+                {
+                    "type": "object",
+                    "required": ["type", "b64_json", "created_at", "size", "quality", "background", "output_format", "partial_image_index"],
+                    "properties": {"type": {"const": "image_generation.partial_image"}, "partial_image_index": {"type": "integer"}},
+                },
+                {
+                    "type": "object",
+                    "required": ["type", "b64_json", "created_at", "size", "quality", "background", "output_format", "usage"],
+                    "properties": {"type": {"const": "image_generation.completed"}, "usage": {"type": "object"}},
+                },
+                {
+                    "type": "object",
+                    "required": ["type", "error"],
+                    "properties": {
+                        "type": {"const": "error"},
+                        "error": {"type": "object", "required": ["message", "type", "param", "code"]},
+                    },
+                },
+            ]
+        },
+        "ServerSentEvent": {
+            "type": "object",
+            "required": ["event", "data"],
+            "properties": {
+                "event": {"enum": ["image_generation.partial_image", "image_generation.completed", "error"]},
+                "data": {
+                    "type": "string",
+                    "contentMediaType": "application/json",
+                    "contentSchema": {"$ref": "#/components/schemas/ImageGenStreamEvent"},
+                },
+            },
+        },
         "Model": {
             "type": "object",
             "required": ["id", "object", "created", "owned_by"],
@@ -151,7 +185,11 @@ def build_openapi(model_names: list[str], styles: list[str], auth: bool, size_no
                     "200": {
                         "description": "The images.",
                         "headers": {"x-nanoedge-seed": {"description": "The seed used.", "schema": {"type": "string"}}},
-                        "content": {_JSON: {"schema": {"$ref": "#/components/schemas/ImagesResponse"}}},
+                        "content": {
+                            _JSON: {"schema": {"$ref": "#/components/schemas/ImagesResponse"}},
+                            # stream: true: each event's data (JSON) is the official ImageGenStreamEvent or an error
+                            "text/event-stream": {"schema": {"$ref": "#/components/schemas/ServerSentEvent"}},
+                        },
                     },
                     "400": _error("A field is invalid (param names it) or the body is malformed."),
                     "404": _error("Unknown model."),
