@@ -1,10 +1,10 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   install nanoedge with its tools, export + quantize the demo model, generate images
-#   make test   install, then run the default test suite (what CI runs)
+#   make test   install, then lint, type-check and run the default test suite (what CI runs)
 PYTHON ?= python3
 STAMP := .make-installed
 
-.PHONY: install browser demo test test-slow clean
+.PHONY: install browser demo lint typecheck test test-slow clean
 
 install: $(STAMP) browser
 
@@ -33,10 +33,25 @@ demo: install
 	$(PYTHON) -m nanoedge generate "a red circle on the left" -m demo/pkg-int8 --size 512x512 -o demo/red-circle.png --seed 1
 	$(PYTHON) -m nanoedge generate "a blue square at the top" -o demo/blue-square.png --seed 1
 
+# ruff on all code (pyflakes, pycodestyle, import order; settings in pyproject.toml).
+lint: install
+	$(PYTHON) -m ruff check .
+
+# mypy on the base layer, the lean runtime and targets. The source folders map to nanoedge.*
+# through package-dir, which mypy cannot follow, so it reads them through a tree of links.
+typecheck: install
+	rm -rf .mypy-tree && mkdir -p .mypy-tree/nanoedge
+	cp nanoedge/__init__.py .mypy-tree/nanoedge/__init__.py
+	ln -s ../../nanoedge/core .mypy-tree/nanoedge/core
+	ln -s ../../runtime .mypy-tree/nanoedge/runtime
+	ln -s ../../targets .mypy-tree/nanoedge/targets
+	cd .mypy-tree && $(PYTHON) -m mypy --config-file ../pyproject.toml -p nanoedge.core -p nanoedge.runtime -p nanoedge.targets
+
+# Lint and type checks first, so CI (.ci/run -> make test) keeps them.
 # pytest exits 5 when it collected no test: that must fail, not pass silently. The first line
 # names the CPU (vendor, model, ISA): results differ by CPU, and skips name what the CPU lacks
 # (-ra lists every skip with its reason at the end).
-test: install
+test: install lint typecheck
 	@$(PYTHON) -c "from nanoedge.targets.cpuinfo import main; main()"
 	$(PYTHON) -m pytest -q -ra; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
@@ -45,4 +60,4 @@ test-slow: install
 	$(PYTHON) -m pytest -q -m slow -s
 
 clean:
-	rm -rf demo $(STAMP) .pytest_cache
+	rm -rf demo $(STAMP) .pytest_cache .mypy-tree .mypy_cache .ruff_cache

@@ -17,7 +17,7 @@ def decoded_to_pil(decoded: np.ndarray, output_size: Size | None = None) -> list
         images = [
             img
             if img.size == (output_size.width, output_size.height)
-            else img.resize((output_size.width, output_size.height), Image.LANCZOS)
+            else img.resize((output_size.width, output_size.height), Image.Resampling.LANCZOS)
             for img in images
         ]
     return images

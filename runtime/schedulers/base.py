@@ -83,9 +83,11 @@ class Scheduler(ABC):
             )
         return steps
 
-    def _require_timesteps(self) -> None:
+    def _require_timesteps(self) -> int:
+        """The step count set by set_timesteps(); an error before it was called."""
         if self.num_inference_steps is None:
             raise RuntimeError(f"call {type(self).__name__}.set_timesteps() before step()")
+        return self.num_inference_steps
 
     def _noise(self, noise: np.ndarray | None, sample: np.ndarray) -> np.ndarray:
         """Validate the caller's standard-normal noise; a stochastic step without it is an error."""

@@ -198,6 +198,8 @@ class DPMSolverMultistepScheduler(Scheduler):
 
     def _lambdas(self, *offsets: int) -> tuple[list[np.float32], list[np.float32], list[np.float32]]:
         """alpha, sigma and lambda at step_index + offset for each offset (1 = the target)."""
+        if self._step_index is None:
+            raise RuntimeError("DPMSolverMultistepScheduler: step() sets the step index before the solver runs")
         alphas, sigmas, lambdas = [], [], []
         for offset in offsets:
             alpha, sigma = self._alpha_sigma(self.sigmas[self._step_index + offset])
@@ -205,6 +207,13 @@ class DPMSolverMultistepScheduler(Scheduler):
             sigmas.append(sigma)
             lambdas.append(self._lambda(alpha, sigma))
         return alphas, sigmas, lambdas
+
+    def _previous_outputs(self, count: int) -> list[np.ndarray]:
+        """The last ``count`` converted model outputs, newest first (a higher order needs them all)."""
+        outputs = [self.model_outputs[-1 - i] for i in range(count)]
+        if any(o is None for o in outputs):
+            raise RuntimeError(f"DPMSolverMultistepScheduler: order {count} needs {count} earlier steps")
+        return [o for o in outputs if o is not None]
 
     def _first_order(self, x0: np.ndarray, sample: np.ndarray, noise: np.ndarray | None) -> np.ndarray:
         (alpha_t, _), (sigma_t, sigma_s), (lambda_t, lambda_s) = self._lambdas(1, 0)
@@ -220,7 +229,7 @@ class DPMSolverMultistepScheduler(Scheduler):
 
     def _second_order(self, sample: np.ndarray, noise: np.ndarray | None) -> np.ndarray:
         (alpha_t, _, _), (sigma_t, sigma_s0, _), (lambda_t, lambda_s0, lambda_s1) = self._lambdas(1, 0, -1)
-        m0, m1 = self.model_outputs[-1], self.model_outputs[-2]
+        m0, m1 = self._previous_outputs(2)
         one, half = np.float32(1), np.float32(0.5)
         h, h_0 = lambda_t - lambda_s0, lambda_s0 - lambda_s1
         r0 = h_0 / h
@@ -242,7 +251,7 @@ class DPMSolverMultistepScheduler(Scheduler):
     def _third_order(self, sample: np.ndarray) -> np.ndarray:
         (alpha_t, _, _, _), (sigma_t, sigma_s0, _, _), lambdas = self._lambdas(1, 0, -1, -2)
         lambda_t, lambda_s0, lambda_s1, lambda_s2 = lambdas
-        m0, m1, m2 = self.model_outputs[-1], self.model_outputs[-2], self.model_outputs[-3]
+        m0, m1, m2 = self._previous_outputs(3)
         one, half = np.float32(1), np.float32(0.5)
         h, h_0, h_1 = lambda_t - lambda_s0, lambda_s0 - lambda_s1, lambda_s1 - lambda_s2
         r0, r1 = h_0 / h, h_1 / h

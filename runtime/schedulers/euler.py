@@ -191,7 +191,7 @@ def sigma_to_t(sigmas: np.ndarray, log_sigmas: np.ndarray) -> np.ndarray:
     for sigma in np.asarray(sigmas, dtype=np.float64):
         log_sigma = np.log(np.maximum(sigma, 1e-10))
         dists = log_sigma - log_sigmas
-        low = int(min(np.cumsum(dists >= 0).argmax(), len(log_sigmas) - 2))
+        low = min(int(np.cumsum(dists >= 0).argmax()), len(log_sigmas) - 2)
         lo, hi = log_sigmas[low], log_sigmas[low + 1]
         w = np.clip((lo - log_sigma) / (lo - hi), 0, 1)
         out.append((1 - w) * low + w * (low + 1))

@@ -85,7 +85,7 @@ class LCMScheduler(Scheduler):
     def step(
         self, model_output: np.ndarray, timestep: Timestep, sample: np.ndarray, noise: np.ndarray | None = None
     ) -> np.ndarray:
-        self._require_timesteps()
+        steps = self._require_timesteps()
         noise = self._noise(noise, sample)
         if self._step_index is None:
             self._step_index = index_for_timestep(self.timesteps, timestep)
@@ -116,7 +116,7 @@ class LCMScheduler(Scheduler):
             pred_x0 = np.clip(pred_x0, -limit, limit)
 
         denoised = c_out * pred_x0 + c_skip * sample
-        if index != self.num_inference_steps - 1:
+        if index != steps - 1:
             prev = np.sqrt(alpha_prev) * denoised + np.sqrt(beta_prev) * noise
         else:
             prev = denoised

@@ -112,6 +112,8 @@ class PNDMScheduler(Scheduler):
             self.cur_sample = sample
         elif len(ets) == 1 and self.counter == 1:
             model_output = (model_output + ets[-1]) / 2
+            if self.cur_sample is None:
+                raise RuntimeError("PNDM's Runge-Kutta step lost its starting sample: call step() once per timestep, in order")
             sample, self.cur_sample = self.cur_sample, None
         elif len(ets) == 2:
             model_output = (3 * ets[-1] - ets[-2]) / 2

@@ -209,7 +209,7 @@ async def image_file(request: Request) -> Response:
     service = state.service
     name = request.path_params["name"]
     path = service.files.path_of(name) if service is not None else None
-    if path is None:
+    if service is None or path is None:
         raise APIError(
             404, "No such image file: it never existed or has expired (URLs stay valid for a limited time).", code="file_not_found"
         )
