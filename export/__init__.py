@@ -1,4 +1,5 @@
 """Checkpoint -> ONNX package. Needs the ``[export]`` extra (torch, diffusers, transformers, onnx).
+May import nanoedge.runtime, nanoedge.targets and nanoedge.core; never nanoedge.quantize.
 
 Importing this package is cheap; torch loads only when an export runs.
 """

@@ -1,4 +1,5 @@
 """nanoedge: a ~0.5B text-to-image diffusion model from PyTorch to the edge.
+Top-level package, part of the base layer: holds ``__version__`` and imports nothing.
 
 Subpackages: ``nanoedge.export`` (checkpoint -> ONNX package), ``nanoedge.quantize``
 (package -> INT8 package), ``nanoedge.targets`` (execution-provider profiles) and

@@ -1,4 +1,5 @@
 """INT8 quantization of nanoedge packages, calibrated on real trajectories and gated on quality.
+May import nanoedge.runtime, nanoedge.targets and nanoedge.core; never nanoedge.export or torch.
 
     from nanoedge.quantize import QuantizeOptions, quantize_package
     result = quantize_package("pkg-fp32", "pkg-int8", QuantizeOptions(scheme="int8"))

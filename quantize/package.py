@@ -39,8 +39,7 @@ def assemble(
     ``quantized_files[name]`` is the folder holding a quantized component's files (written
     by :func:`write_component`); other components and all support files are copied.
     """
-    if source.root is None:
-        raise ValueError("assemble needs a source manifest loaded from a package folder")
+    source_root = source.folder()
     root.mkdir(parents=True, exist_ok=True)
     manifest = source.staged_copy(root)
     replaced = {rel for name in quantized_files for rel in source.component(name).get("files", []) if not rel.endswith(".json")}
@@ -49,7 +48,7 @@ def assemble(
             continue
         target = root / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source.root / rel, target)
+        shutil.copyfile(source_root / rel, target)
         os.chmod(target, 0o644)
     for name, folder in quantized_files.items():
         destination = root / name

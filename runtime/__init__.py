@@ -1,11 +1,11 @@
 """The lean on-device runtime: onnxruntime + numpy + tokenizers + Pillow, never torch.
+May import nanoedge.targets and nanoedge.core only; never torch, export or quantize.
 
     from nanoedge.runtime import Pipeline
     pipe = Pipeline.load("my-package", target="cpu")
     images = pipe.generate("a red circle on the left", seed=1)
 
-Lives here: the pipeline, sessions, schedulers, tokenizer, images, the HTTP server and the demo.
-May import: ``nanoedge.targets`` and ``nanoedge.core`` only (never torch, export or quantize).
+Lives here: the pipeline, its sessions, schedulers, tokenizer, images, the HTTP server, the demo.
 
 Names are imported lazily, so importing this package does not load onnxruntime. The package
 format, sizes and errors live in :mod:`nanoedge.core`; they are re-exported here because the

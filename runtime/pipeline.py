@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from nanoedge.core.errors import InvalidRequestError, PackageError, TargetUnavailableError
+from nanoedge.core.errors import InvalidRequestError, TargetUnavailableError
 from nanoedge.core.integrity import verify_package
 from nanoedge.core.limits import DEFAULT_GUIDANCE, DEFAULT_STEPS, MAX_GUIDANCE, MAX_IMAGES, MAX_REQUEST_SEED, MAX_STEPS, RANDOM_SEED_BELOW
 from nanoedge.core.manifest import COMPONENTS, Manifest
@@ -30,7 +30,7 @@ from .images import decoded_to_pil
 from .preview import DenoiseStep, LinearPreview, StepCallback, decoded_to_rgb, denoised_estimate, prediction_type
 from .schedulers import SCHEDULER_NAMES, make_scheduler
 from .schedulers.base import make_alphas_cumprod
-from .sessions import SessionSet
+from .session_set import SessionSet
 from .tokenizer import PromptTokenizer
 
 log = logging.getLogger(__name__)
@@ -106,9 +106,7 @@ class Pipeline:
         if misfit:
             raise TargetUnavailableError(f"package '{manifest.root}' cannot run on target {self.profile.name}: {misfit}")
         self.two_pass = two_pass
-        if manifest.root is None:
-            raise PackageError("Pipeline needs a manifest loaded from a package folder", hint="use Pipeline.load(path)")
-        root = manifest.root
+        root = manifest.folder()
         tok = manifest.tokenizer
         self.tokenizer = PromptTokenizer(root / tok["path"], int(tok["max_length"]), int(tok["pad_id"]))
         self.sizes = manifest.size_rules()

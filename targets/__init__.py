@@ -1,4 +1,5 @@
 """Execution targets: which onnxruntime provider runs a package, with which options.
+May import nanoedge.core only (and onnxruntime); never the runtime, torch, export or quantize.
 
 The runtime asks this package for a :class:`TargetProfile` and for sessions; it never talks
 to onnxruntime provider names itself. Never imports torch.

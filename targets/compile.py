@@ -57,9 +57,7 @@ def compile_package(
             f"target {profile.name} compiles through its provider cache at first load ({profile.cache})",
             hint=f"load the package once with --target {profile.name}; NANOEDGE_CACHE_DIR sets where the cache lives",
         )
-    if manifest.root is None:  # Manifest.load always sets it
-        raise PackageError(f"package '{package}' has no folder")
-    source_root = manifest.root
+    source_root = manifest.folder()
     with staged_directory(Path(output), overwrite=overwrite) as stage:
         result = manifest.staged_copy(stage)
         component_files: set[str] = set()

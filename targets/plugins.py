@@ -60,13 +60,12 @@ def register(profile: TargetProfile) -> None:
     with _lock:
         if profile.accelerator in _registered:
             return
-        module = importlib.import_module(profile.plugin or "")
-        ort.set_default_logger_severity(3)  # the plugin warns about Windows-only features at load
-        try:
+        # Registered by someone else in this process: its devices are listed already. Asking
+        # onnxruntime first beats registering and matching the error's text.
+        if not any(d.ep_name == profile.accelerator for d in ort.get_ep_devices()):
+            module = importlib.import_module(profile.plugin or "")
+            ort.set_default_logger_severity(3)  # the plugin warns about Windows-only features at load
             ort.register_execution_provider_library(profile.accelerator, module.get_library_path())
-        except Exception as exc:  # already registered by someone else in this process
-            if "already" not in str(exc).lower():
-                raise
         _registered.add(profile.accelerator)
 
 

@@ -1,4 +1,4 @@
-"""Creating onnxruntime sessions for a target profile.
+"""Creating one onnxruntime session for a target profile (providers, options, threads).
 
 Kept apart from the pipeline so that quantization, benchmarks and compatibility checks open
 models exactly the way the runtime does.

@@ -226,3 +226,16 @@ def test_only_the_manifest_module_touches_the_package_file_raw():
             if _RAW_MANIFEST.search(line):
                 wrong.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert not wrong, "raw manifest use outside nanoedge/core/manifest.py:\n" + "\n".join(wrong)
+
+
+def test_every_package_says_what_lives_there_and_what_it_may_import():
+    """A reader sees the layers from the tree: each ``__init__.py`` opens with two lines."""
+    missing = []
+    for name, path in MODULES.items():
+        if path.name != "__init__.py":
+            continue
+        doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")), clean=False) or ""
+        lines = doc.splitlines()
+        if len(lines) < 2 or not lines[0].strip() or "import" not in lines[1]:
+            missing.append(str(path.relative_to(ROOT)))
+    assert not missing, "package docstrings without a what-lives-here / may-import opening:\n" + "\n".join(missing)

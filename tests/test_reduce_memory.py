@@ -10,7 +10,7 @@ from conftest import run_cli
 
 from nanoedge.core.manifest import COMPONENTS
 from nanoedge.runtime import Pipeline
-from nanoedge.runtime.sessions import SessionSet
+from nanoedge.runtime.session_set import SessionSet
 from nanoedge.targets import get_profile
 
 

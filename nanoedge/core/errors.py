@@ -42,7 +42,7 @@ class PackageError(NanoedgeError):
 
 
 class MissingDependencyError(NanoedgeError, ImportError):
-    """An optional extra (torch, onnx, fastapi, a provider package...) is not installed."""
+    """An optional extra (torch, onnx, starlette, a provider package...) is not installed."""
 
     exit_code = 4
 

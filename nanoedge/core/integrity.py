@@ -44,8 +44,7 @@ def _write_cache(cache: dict[str, list]) -> None:
 
 def verify_package(manifest: Manifest, use_cache: bool = True) -> None:
     """Raise PackageError naming the first missing, truncated or altered file."""
-    assert manifest.root is not None
-    root = manifest.root
+    root = manifest.folder()
     cache = _read_cache() if use_cache else {}
     changed = False
     for rel, info in manifest.files.items():

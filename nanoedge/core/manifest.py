@@ -82,7 +82,8 @@ class Manifest:
             )
         return cls(data, root)
 
-    def _root(self) -> Path:
+    def folder(self) -> Path:
+        """The package folder; PackageError for a manifest not loaded from or written to one."""
         if self.root is None:
             raise PackageError(
                 "this manifest describes no package folder yet", hint="write the package first (a nanoedge bug if you see this)"
@@ -119,7 +120,7 @@ class Manifest:
 
     def scheduler_config(self) -> dict[str, Any]:
         """The diffusers scheduler config stored in the package."""
-        path = self._root() / self.scheduler["config"]
+        path = self.folder() / self.scheduler["config"]
         try:
             return json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
@@ -184,7 +185,7 @@ class Manifest:
             raise PackageError(f"package has no '{name}' component", hint="re-export the package") from None
 
     def component_path(self, name: str) -> Path:
-        return self._root() / self.component(name)["model"]
+        return self.folder() / self.component(name)["model"]
 
     def decoder(self) -> dict[str, Any]:
         """How to feed and read the VAE decoder: ``family``, ``scaling_factor``, ``shift_factor``, ``output_range``.

@@ -1,4 +1,5 @@
 """The demo world that nanoedge's built-in model was trained on, and a judge for it.
+May import numpy, Pillow and nanoedge.core; never torch (the lean runtime evaluates with it).
 
 Scenes are one flat shape on a flat background, described by captions. The same module
 renders training images (``world``), parses prompts back into attributes and scores

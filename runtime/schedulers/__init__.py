@@ -1,4 +1,5 @@
 """numpy diffusion schedulers, twins of diffusers' classes of the same names.
+May import numpy and nanoedge.core only; never torch or diffusers.
 
 ``make_scheduler(name, config)`` builds one from a diffusers ``scheduler_config.json`` dict:
 ``name`` picks the sampler ("euler_a", "dpmpp_2m", ...) or, when None, the class the config

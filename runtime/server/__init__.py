@@ -1,4 +1,5 @@
 """``nanoedge serve``: a local OpenAI-compatible image server (needs the ``[serve]`` extra).
+May import the rest of nanoedge.runtime, nanoedge.targets and nanoedge.core, plus Starlette.
 
     from nanoedge.runtime.server import ServerSettings, create_app
     app = create_app(lambda: Pipeline.load("pkg"), ServerSettings(aliases=("nano-banana-2",)))

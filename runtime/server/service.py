@@ -22,7 +22,7 @@ from nanoedge.runtime.pipeline import GenerationRequest, GenerationResult, Pipel
 
 from .cache import ResultCache, package_fingerprint
 from .encoding import encode_images
-from .errors import APIError, model_not_found, queue_full, to_api_error, unavailable
+from .errors import APIError, invalid, model_not_found, queue_full, to_api_error, unavailable
 from .files import ImageStore
 from .metrics import Metrics
 from .quality import ECHOABLE as ECHOABLE_QUALITIES
@@ -136,7 +136,8 @@ class ImageService:
         prompt, negative = request.prompt, request.negative_prompt
         if request.style is not None:
             style = self.styles.lookup(request.style)
-            assert style is not None  # validation checked the label
+            if style is None:  # validation checks the label; a style book changed since is still a 400
+                raise invalid(f"'style' {request.style!r} is not known; use one of {', '.join(self.styles.names())}.", "style")
             prompt, negative = style.apply(prompt, negative)
         plan = self.quality.plan(request.quality)
         steps = request.steps if request.steps is not None else plan.steps

@@ -1,4 +1,7 @@
-"""The three onnxruntime sessions of a package, resident or loaded per stage.
+"""The three onnxruntime sessions of one package (:class:`SessionSet`), resident or per stage.
+
+Each session is made by :func:`nanoedge.targets.session.create_session`, which knows the
+target's providers and options; this module only decides when each one is loaded and freed.
 
 Why a class: memory on an edge box is mostly (weights of every model) + (activations of the
 largest stage). A resident pipeline (the default, and what a server wants) keeps all three
