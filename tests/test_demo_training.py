@@ -181,7 +181,7 @@ def test_position_response_measures_what_the_prompt_moves_in_the_shipped_model()
     """The diagnostic behind docs/demo-model.md's position figures runs on the shipped checkpoint."""
     from pathlib import Path
 
-    from nanoedge.export.training.diagnose import position_response
+    position_response = _diagnose_demo().position_response
 
     checkpoint = Path(__file__).resolve().parents[1] / "models" / "demo-checkpoint"
     (row,) = position_response(checkpoint, noises=8, timesteps=(951,))
@@ -306,7 +306,7 @@ def test_word_separation_measures_the_shipped_text_encoder():
     """The diagnostic behind docs/demo-model.md's shape finding runs on the shipped checkpoint."""
     from pathlib import Path
 
-    from nanoedge.export.training.diagnose import word_separation
+    word_separation = _diagnose_demo().word_separation
 
     checkpoint = Path(__file__).resolve().parents[1] / "models" / "demo-checkpoint"
     result = word_separation(checkpoint)
@@ -351,3 +351,15 @@ def test_a_recorded_recipe_without_later_fields_means_what_the_trainer_then_did(
     assert (phase.steps, phase.v_weighting, phase.attribute_dropout) == (5, "keep-noise", 0.0)
     # today's defaults would add the shipped recipe's later phases
     assert len(training_phases(TrainConfig(**old))) == len(training_phases(TrainConfig())) > 1
+
+
+def _diagnose_demo():
+    """bench/diagnose_demo.py: research probes kept out of the installed package (a script)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "diagnose_demo.py"
+    spec = importlib.util.spec_from_file_location("diagnose_demo", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

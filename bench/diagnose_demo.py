@@ -1,4 +1,4 @@
-"""``python -m nanoedge.export.training.diagnose CKPT``: when does a checkpoint decide what it draws?
+"""``python bench/diagnose_demo.py CKPT``: when does a checkpoint decide what it draws?
 
 Samples the evaluation prompts with DDIM + classifier-free guidance (as the package does) and,
 at each of the first denoising steps, decodes the model's current estimate of the clean image
@@ -150,8 +150,8 @@ def explained_variance(vae_folder: "str | Path", scenes: int = 1500, seed: int =
     """
     from diffusers import AutoencoderKL
 
-    from .data import render_scene_set
-    from .train import encode_latents
+    from nanoedge.export.training.data import render_scene_set
+    from nanoedge.export.training.train import encode_latents
 
     data = render_scene_set(seed, scenes)
     vae = AutoencoderKL.from_pretrained(Path(vae_folder) / "vae").eval()
@@ -211,7 +211,7 @@ def word_separation(checkpoint: "str | Path") -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nanoedge.export.training.diagnose", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python bench/diagnose_demo.py", description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint")
     parser.add_argument("--guidance", type=float, default=5.0)
     parser.add_argument("--steps", type=int, default=20)
@@ -294,13 +294,12 @@ def layout_probe(
     from PIL import Image
     from transformers import CLIPTextConfig, CLIPTextModel
 
+    from nanoedge.export.training.configs import TEXT_MAX_LENGTH, UNET_CONFIG, text_encoder_config
+    from nanoedge.export.training.data import draw_captions, render_scene_set
+    from nanoedge.export.training.tokenizer import BOS, EOS, PAD, build_tokenizer
+    from nanoedge.export.training.train import encode_latents
     from nanoedge.runtime.demo.judge import judge_image
     from nanoedge.runtime.demo.world import evaluation_prompts
-
-    from .configs import TEXT_MAX_LENGTH, UNET_CONFIG, text_encoder_config
-    from .data import draw_captions, render_scene_set
-    from .tokenizer import BOS, EOS, PAD, build_tokenizer
-    from .train import encode_latents
 
     torch.manual_seed(seed)
     data = render_scene_set(seed, scenes)
@@ -375,12 +374,11 @@ def prompt_use_probe(
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
+    from nanoedge.export.training.configs import TEXT_MAX_LENGTH, scheduler_config, text_encoder_config, unet_config
+    from nanoedge.export.training.data import draw_captions, render_scene_set
+    from nanoedge.export.training.tokenizer import BOS, EOS, PAD, build_tokenizer
+    from nanoedge.export.training.train import encode_latents, loss_weights, sample_timesteps, training_target
     from nanoedge.runtime.demo.world import caption_for
-
-    from .configs import TEXT_MAX_LENGTH, scheduler_config, text_encoder_config, unet_config
-    from .data import draw_captions, render_scene_set
-    from .tokenizer import BOS, EOS, PAD, build_tokenizer
-    from .train import encode_latents, loss_weights, sample_timesteps, training_target
 
     seed, batch = 0, 32
     data = render_scene_set(seed, 3000)
