@@ -45,7 +45,7 @@ typecheck: install
 	ln -s ../../nanoedge/core .mypy-tree/nanoedge/core
 	ln -s ../../runtime .mypy-tree/nanoedge/runtime
 	ln -s ../../targets .mypy-tree/nanoedge/targets
-	cd .mypy-tree && $(PYTHON) -m mypy --config-file ../pyproject.toml -p nanoedge.core -p nanoedge.runtime -p nanoedge.targets
+	cd .mypy-tree && $(PYTHON) -m mypy --config-file ../pyproject.toml --cache-dir ../.mypy_cache -p nanoedge.core -p nanoedge.runtime -p nanoedge.targets
 
 # Lint and type checks first, so CI (.ci/run -> make test) keeps them.
 # pytest exits 5 when it collected no test: that must fail, not pass silently. The first line

@@ -58,6 +58,23 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+@dataclass(frozen=True)
+class ExportPlan:
+    """What an export will do, decided before any tracing (and checked: bad options fail here).
+
+    ``checks_at`` are the (batch, latent height, latent width) shapes each component is verified
+    at; the first is the one traced. ``fuse`` says whether attention is fused (never for an NPU).
+    """
+
+    factor: int
+    multiple: int
+    native: int
+    static: Size | None
+    checks_at: tuple[tuple[int, int, int], ...]
+    fuse: bool
+    target_profile: Any = None  # nanoedge.targets.TargetProfile when --target was given
+
+
 def export_package(
     source: str, output: "str | Path", options: ExportOptions | None = None, on_stage: StageCallback | None = None
 ) -> Manifest:
@@ -65,31 +82,18 @@ def export_package(
 
     ``on_stage(name, info)`` is called as each stage starts and ends (the CLI prints them).
     Raises ExportError when a component's ONNX output drifts beyond ``options.tolerance``.
+    Three steps: :func:`plan_export`, :func:`export_component_checked` per component, then
+    :func:`write_package_sections`; everything is written into a staging folder renamed at the end.
     """
     options = options or ExportOptions()
     require("torch", "export")
     require("onnx", "export")
 
     from .components import component_specs
-    from .onnx_io import export_component
     from .source import check_decoder_fits, load_decoder, load_source
-    from .verify import check_component
 
     notify = on_stage or (lambda name, info: None)
-    if options.batch < 1:
-        raise InvalidRequestError(f"--batch must be at least 1, got {options.batch}")
-    if options.exporter not in ("torchscript", "dynamo"):
-        raise InvalidRequestError(f"unknown exporter '{options.exporter}'", hint="use torchscript or dynamo")
-    target_profile = None
-    if options.target:
-        from nanoedge.targets import get_profile
-
-        target_profile = get_profile(options.target)
-        if target_profile.needs_static_shapes and options.static_shape is None:
-            raise InvalidRequestError(
-                f"target {target_profile.name} needs static shapes",
-                hint=f"add --static-shape WxH (e.g. 512x512) --batch 1 to the export for {target_profile.name}",
-            )
+    target_profile = _check_options(options)
     output = Path(output)
     if output.exists() and not options.overwrite:
         raise InvalidRequestError(f"output '{output}' already exists", hint="choose another -o path, or pass --overwrite to replace it")
@@ -103,6 +107,45 @@ def export_package(
         check_decoder_fits(model, model.decoder)
     notify("load:done", {"seconds": time.perf_counter() - started})
 
+    plan = plan_export(model, options, target_profile)
+    manifest = Manifest.new(options.model_id or model.model_id)
+    specs = component_specs(model, seed=options.seed)
+    with staged_directory(output, overwrite=options.overwrite) as stage:
+        for spec in specs:
+            manifest.set_component(spec.name, export_component_checked(spec, model, plan, options, stage, notify))
+            del spec.module
+            gc.collect()
+        notify("write", {})
+        write_package_sections(manifest, model, plan, options, stage, started)
+        manifest.root = stage
+        manifest.record_files(stage)
+        manifest.write(stage)
+        notify("write:done", {"seconds": time.perf_counter() - started, "peak_rss_mb": _peak_rss_mb()})
+    manifest.root = output
+    return manifest
+
+
+def _check_options(options: ExportOptions):
+    """Refuse options that cannot work before loading anything; returns the target's profile."""
+    if options.batch < 1:
+        raise InvalidRequestError(f"--batch must be at least 1, got {options.batch}")
+    if options.exporter not in ("torchscript", "dynamo"):
+        raise InvalidRequestError(f"unknown exporter '{options.exporter}'", hint="use torchscript or dynamo")
+    if not options.target:
+        return None
+    from nanoedge.targets import get_profile
+
+    target_profile = get_profile(options.target)
+    if target_profile.needs_static_shapes and options.static_shape is None:
+        raise InvalidRequestError(
+            f"target {target_profile.name} needs static shapes",
+            hint=f"add --static-shape WxH (e.g. 512x512) --batch 1 to the export for {target_profile.name}",
+        )
+    return target_profile
+
+
+def plan_export(model, options: ExportOptions, target_profile=None) -> ExportPlan:
+    """The shapes to trace and verify, and whether to fuse attention, for ``model``."""
     factor = model.vae_scale_factor
     multiple = model.unet_size_multiple
     native = model.native_size
@@ -116,13 +159,13 @@ def export_package(
                 )
     # Trace at a small shape (fast, low memory) and check a second shape too, so a dynamic
     # axis that silently became a constant is caught here and not on the user's device.
+    checks_at: tuple[tuple[int, int, int], ...]
     if static is not None:
-        checks_at = [(options.batch, static.height // factor, static.width // factor)]
+        checks_at = ((options.batch, static.height // factor, static.width // factor),)
     else:
         small = max(multiple // factor, min(native // factor, 4 * (multiple // factor)))
         other = small + multiple // factor
-        checks_at = [(2, small, small), (1, other, small)]
-
+        checks_at = ((2, small, small), (1, other, small))
     # Attention fusion (no score matrix in memory) unless the package may be for an NPU, whose
     # providers do not take onnxruntime's contrib MultiHeadAttention: an NPU target, or a
     # static-shape export that names no CPU/GPU target (static graphs are the NPU form).
@@ -131,134 +174,126 @@ def export_package(
     else:
         npu_form = options.static_shape is not None
     fuse = options.fuse_attention and not npu_form
-    manifest = Manifest.new(options.model_id or model.model_id)
-    specs = component_specs(model, seed=options.seed)
-    with staged_directory(output, overwrite=options.overwrite) as stage:
-        for spec in specs:
-            t0 = time.perf_counter()
-            notify(f"export:{spec.name}", {"parameters": spec.parameters,
-                                           **({"decoder": model.decoder_description()["class"]} if spec.name == "vae_decoder" else {})})
-            trace_shape = checks_at[0]
-            trace_inputs = spec.make_inputs(*trace_shape)
-            model_file = stage / spec.name / "model.onnx"
-            fused: list[int] = []
-            graph_pass = None
-            if fuse:
-                from .attention_fusion import fuse_attention
+    return ExportPlan(factor, multiple, native, static, checks_at, fuse, target_profile)
 
-                def graph_pass(onnx_model, _record=fused.append):
-                    _record(fuse_attention(onnx_model))
-            try:
-                written = export_component(
-                    spec, model_file, trace_inputs, static=static is not None, opset=options.opset,
-                    exporter=options.exporter, external_data=True if spec.name == "unet" else None,
-                    graph_pass=graph_pass,
-                )
-            except Exception as exc:
-                raise ExportError(
-                    f"exporting the {spec.name} to ONNX failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
-                    hint="run with -v for the full error; try --exporter dynamo",
-                ) from exc
-            rewrites = None
-            if target_profile is not None and static is not None:
-                from .npu_rewrites import fold_static_graph
 
-                rewrites = fold_static_graph(model_file, external_data=len(written) > 1)
-            gc.collect()
-            export_seconds = time.perf_counter() - t0
-            notify(f"verify:{spec.name}", {})
-            checks = [check_component(spec, model_file, spec.make_inputs(*shape), options.tolerance) for shape in checks_at]
-            worst = max(checks, key=lambda c: c.max_abs_diff / max(c.allowed, 1e-30))
-            if not all(c.ok for c in checks):
-                raise ExportError(
-                    f"{spec.name}: ONNX output differs from PyTorch by "
-                    f"{worst.max_abs_diff:.3g} (allowed {worst.allowed:.3g}) on {worst.shape}",
-                    hint="the export is wrong for this model; report it with -v output, or loosen --tolerance if you accept the drift",
-                )
-            (model_file.parent / "config.json").write_text(json.dumps(_jsonable(spec.config), indent=2) + "\n")
-            entry: dict[str, Any] = {
-                "model": f"{spec.name}/model.onnx",
-                "files": [str(p.relative_to(stage)) for p in written],
-                "precision": "fp32",
-                "parameters": spec.parameters,
-                "inputs": _io_description(model_file, "inputs"),
-                "outputs": _io_description(model_file, "outputs"),
-                "verification": {
-                    "max_abs_diff": worst.max_abs_diff,
-                    "tolerance": options.tolerance,
-                    "checks": [c.as_dict() for c in checks],
-                },
-                "export_seconds": round(export_seconds, 2),
-            }
-            if spec.name == "vae_decoder":
-                # which decoder, and how the runtime feeds it (latents / scaling + shift) and reads it
-                entry["decoder"] = _jsonable(model.decoder_description())
-            if rewrites is not None:
-                entry["rewrites"] = {"target": target_profile.name, "folded_ops": rewrites}
-            if fused and fused[0]:
-                # com.microsoft.MultiHeadAttention: CPU and CUDA providers only (docs/speed.md)
-                entry["fused_attention"] = fused[0]
-            manifest.set_component(spec.name, entry)
-            notify(
-                f"export:{spec.name}:done", {"max_abs_diff": worst.max_abs_diff, "seconds": export_seconds, "parameters": spec.parameters}
-            )
-            del spec.module
-            gc.collect()
+def export_component_checked(spec, model, plan: ExportPlan, options: ExportOptions, stage: Path,
+                             notify: StageCallback) -> dict[str, Any]:
+    """Export one component into ``stage``, verify it against PyTorch, return its manifest entry."""
+    from .onnx_io import export_component
+    from .verify import check_component
 
-        notify("write", {})
-        _write_tokenizer(model, stage, manifest)
-        scheduler_dir = stage / "scheduler"
-        scheduler_dir.mkdir()
-        (scheduler_dir / "scheduler_config.json").write_text(json.dumps(model.scheduler_config, indent=2) + "\n")
-        manifest.set_section(
-            "scheduler", {"config": "scheduler/scheduler_config.json", "default": _scheduler_short_name(model.scheduler_config)}
+    t0 = time.perf_counter()
+    notify(f"export:{spec.name}", {"parameters": spec.parameters,
+                                   **({"decoder": model.decoder_description()["class"]} if spec.name == "vae_decoder" else {})})
+    trace_inputs = spec.make_inputs(*plan.checks_at[0])
+    model_file = stage / spec.name / "model.onnx"
+    fused: list[int] = []
+    graph_pass = None
+    if plan.fuse:
+        from .attention_fusion import fuse_attention
+
+        def graph_pass(onnx_model, _record=fused.append):
+            _record(fuse_attention(onnx_model))
+    try:
+        written = export_component(
+            spec, model_file, trace_inputs, static=plan.static is not None, opset=options.opset,
+            exporter=options.exporter, external_data=True if spec.name == "unet" else None,
+            graph_pass=graph_pass,
         )
-        manifest.set_section("latent", {
-            "channels": int(model.unet.config.out_channels),
-            "scale_factor": factor,
-            "scaling_factor": float(model.vae.config.scaling_factor),
-            "shift_factor": getattr(model.vae.config, "shift_factor", None),
-        })
-        native_size = Size(native, native)
-        default_size = static or parse_size(model.defaults.get("size", str(native_size)))
-        manifest.set_section("sizes", {
-            "native": str(static or native_size),
-            "multiple_of": multiple,
-            "min": multiple,
-            "max": max(2048, native * 2),
-            "static": str(static) if static else None,
-            "static_batch": options.batch if static else None,
-            "output": [str(s) for s in options.output_sizes],
-        })
-        manifest.set_section(
-            "defaults",
-            {
-                "size": str(default_size),
-                "steps": int(options.default_steps or model.defaults.get("steps", DEFAULT_STEPS)),
-                "guidance": float(
-                    options.default_guidance if options.default_guidance is not None else model.defaults.get("guidance", DEFAULT_GUIDANCE)
-                ),
-                "scheduler": None,
-            },
+    except Exception as exc:
+        raise ExportError(
+            f"exporting the {spec.name} to ONNX failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+            hint="run with -v for the full error; try --exporter dynamo",
+        ) from exc
+    rewrites = None
+    if plan.target_profile is not None and plan.static is not None:
+        from .npu_rewrites import fold_static_graph
+
+        rewrites = fold_static_graph(model_file, external_data=len(written) > 1)
+    gc.collect()
+    export_seconds = time.perf_counter() - t0
+    notify(f"verify:{spec.name}", {})
+    checks = [check_component(spec, model_file, spec.make_inputs(*shape), options.tolerance) for shape in plan.checks_at]
+    worst = max(checks, key=lambda c: c.max_abs_diff / max(c.allowed, 1e-30))
+    if not all(c.ok for c in checks):
+        raise ExportError(
+            f"{spec.name}: ONNX output differs from PyTorch by "
+            f"{worst.max_abs_diff:.3g} (allowed {worst.allowed:.3g}) on {worst.shape}",
+            hint="the export is wrong for this model; report it with -v output, or loosen --tolerance if you accept the drift",
         )
-        manifest.set_section("provenance", {
-            **model.provenance,
-            "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "exporter": options.exporter,
-            "target": options.target,
-            "opset": options.opset if options.exporter == "torchscript" else max(options.opset, 18),
-            "tools": _tool_versions(),
-            "export_seconds": round(time.perf_counter() - started, 1),
-            "peak_rss_mb": round(_peak_rss_mb(), 1),
-        })
-        _write_model_index(stage, model)
-        manifest.root = stage
-        manifest.record_files(stage)
-        manifest.write(stage)
-        result = manifest
-        notify("write:done", {"seconds": time.perf_counter() - started, "peak_rss_mb": _peak_rss_mb()})
-    result.root = output
-    return result
+    (model_file.parent / "config.json").write_text(json.dumps(_jsonable(spec.config), indent=2) + "\n")
+    entry: dict[str, Any] = {
+        "model": f"{spec.name}/model.onnx",
+        "files": [str(p.relative_to(stage)) for p in written],
+        "precision": "fp32",
+        "parameters": spec.parameters,
+        "inputs": _io_description(model_file, "inputs"),
+        "outputs": _io_description(model_file, "outputs"),
+        "verification": {
+            "max_abs_diff": worst.max_abs_diff,
+            "tolerance": options.tolerance,
+            "checks": [c.as_dict() for c in checks],
+        },
+        "export_seconds": round(export_seconds, 2),
+    }
+    if spec.name == "vae_decoder":
+        # which decoder, and how the runtime feeds it (latents / scaling + shift) and reads it
+        entry["decoder"] = _jsonable(model.decoder_description())
+    if rewrites is not None:
+        entry["rewrites"] = {"target": plan.target_profile.name, "folded_ops": rewrites}
+    if fused and fused[0]:
+        # com.microsoft.MultiHeadAttention: CPU and CUDA providers only (docs/speed.md)
+        entry["fused_attention"] = fused[0]
+    notify(f"export:{spec.name}:done", {"max_abs_diff": worst.max_abs_diff, "seconds": export_seconds, "parameters": spec.parameters})
+    return entry
+
+
+def write_package_sections(manifest: Manifest, model, plan: ExportPlan, options: ExportOptions, stage: Path, started: float) -> None:
+    """Write tokenizer, scheduler and model index into ``stage`` and every manifest section."""
+    static, native, multiple = plan.static, plan.native, plan.multiple
+    _write_tokenizer(model, stage, manifest)
+    scheduler_dir = stage / "scheduler"
+    scheduler_dir.mkdir()
+    (scheduler_dir / "scheduler_config.json").write_text(json.dumps(model.scheduler_config, indent=2) + "\n")
+    manifest.set_section(
+        "scheduler", {"config": "scheduler/scheduler_config.json", "default": _scheduler_short_name(model.scheduler_config)}
+    )
+    manifest.set_section("latent", {
+        "channels": int(model.unet.config.out_channels),
+        "scale_factor": plan.factor,
+        "scaling_factor": float(model.vae.config.scaling_factor),
+        "shift_factor": getattr(model.vae.config, "shift_factor", None),
+    })
+    native_size = Size(native, native)
+    default_size = static or parse_size(model.defaults.get("size", str(native_size)))
+    manifest.set_section("sizes", {
+        "native": str(static or native_size),
+        "multiple_of": multiple,
+        "min": multiple,
+        "max": max(2048, native * 2),
+        "static": str(static) if static else None,
+        "static_batch": options.batch if static else None,
+        "output": [str(s) for s in options.output_sizes],
+    })
+    guidance = options.default_guidance if options.default_guidance is not None else model.defaults.get("guidance", DEFAULT_GUIDANCE)
+    manifest.set_section("defaults", {
+        "size": str(default_size),
+        "steps": int(options.default_steps or model.defaults.get("steps", DEFAULT_STEPS)),
+        "guidance": float(guidance),
+        "scheduler": None,
+    })
+    manifest.set_section("provenance", {
+        **model.provenance,
+        "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "exporter": options.exporter,
+        "target": options.target,
+        "opset": options.opset if options.exporter == "torchscript" else max(options.opset, 18),
+        "tools": _tool_versions(),
+        "export_seconds": round(time.perf_counter() - started, 1),
+        "peak_rss_mb": round(_peak_rss_mb(), 1),
+    })
+    _write_model_index(stage, model)
 
 
 def _scheduler_short_name(config: dict[str, Any]) -> str:
