@@ -25,12 +25,9 @@ FOLDERS = {
     "bench": "bench",
 }
 LAYERS = ("nanoedge.cli", "bench", "nanoedge.export", "nanoedge.quantize", "nanoedge.runtime", "nanoedge.targets", "nanoedge.core")
-# Cycles the document names as known exceptions, as sorted module tuples.
-KNOWN_CYCLES = {
-    # issue 17 item 4: recipes run the weight-only quantizer, which reads its recipe; the
-    # quantize split makes recipes data only and removes this.
-    ("nanoedge.quantize.recipes", "nanoedge.quantize.weight_only"),
-}
+# Cycles the document names as known exceptions, as sorted module tuples (none left: the
+# quantize split removed recipes <-> weight_only).
+KNOWN_CYCLES: set[tuple[str, ...]] = set()
 
 
 def _modules() -> dict[str, Path]:
