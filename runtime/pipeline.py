@@ -23,7 +23,7 @@ from nanoedge.core.integrity import verify_package
 from nanoedge.core.limits import DEFAULT_GUIDANCE, DEFAULT_STEPS, MAX_GUIDANCE, MAX_IMAGES, MAX_REQUEST_SEED, MAX_STEPS, RANDOM_SEED_BELOW
 from nanoedge.core.manifest import COMPONENTS, Manifest
 from nanoedge.core.sizes import Size
-from nanoedge.targets import resolve_target
+from nanoedge.targets.resolve import resolve_target_with_reason
 from nanoedge.targets.profiles import package_misfit
 
 from .images import decoded_to_pil
@@ -101,7 +101,8 @@ class Pipeline:
         self, manifest: Manifest, target: str = "cpu", threads: int | None = None, two_pass: bool = False, reduce_memory: bool = False
     ) -> None:
         self.manifest = manifest
-        self.profile = resolve_target(target, manifest)
+        # target_reason: why this target ("requested", or auto's measured choice); bench prints it
+        self.profile, self.target_reason = resolve_target_with_reason(target, manifest, threads)
         misfit = package_misfit(self.profile, manifest)
         if misfit:
             raise TargetUnavailableError(f"package '{manifest.root}' cannot run on target {self.profile.name}: {misfit}")
