@@ -76,7 +76,7 @@ fi
 
 # 3. Install with the arm64 pip, from those wheels only.
 rm -rf "$ROOT/wheels" "$ROOT/opt/nanoedge" "$ROOT/work" && cp -r "$WORK/wheels" "$ROOT/wheels"
-arm /usr/bin/python3 -m pip install -q --no-index --find-links /wheels --only-binary=:all: --target /opt/nanoedge nanoedge >&2
+arm /usr/bin/python3 -m pip install -q --no-compile --no-index --find-links /wheels --only-binary=:all: --target /opt/nanoedge nanoedge >&2
 installed=$(date +%s)
 
 # 4. One image on aarch64 (emulated) and one on this host, same package and seed.
