@@ -52,10 +52,12 @@ if [ ! -x "$ROOT/usr/bin/python3" ]; then
     for deb in "$ROOT"/var/cache/apt/archives/*.deb; do dpkg-deb -x "$deb" "$ROOT"; done
 fi
 cp "$QEMU" "$ROOT/usr/bin/qemu-aarch64-static"
-# onnxruntime opens external-data files through /proc/self/fd: the root needs its own /proc.
-mkdir -p "$ROOT/proc"
+# onnxruntime opens external-data files through /proc/self/fd and reads the CPU list from /sys:
+# the root needs both.
+mkdir -p "$ROOT/proc" "$ROOT/sys"
 mountpoint -q "$ROOT/proc" || mount -t proc proc "$ROOT/proc"
-trap 'umount "$ROOT/proc" 2>/dev/null || true' EXIT
+mountpoint -q "$ROOT/sys" || mount -t sysfs sysfs "$ROOT/sys"
+trap 'umount "$ROOT/proc" "$ROOT/sys" 2>/dev/null || true' EXIT
 arm() { chroot "$ROOT" /usr/bin/qemu-aarch64-static "$@"; }
 ARM_PY_VERSION=$(arm /usr/bin/python3 -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
 ARM_MACHINE=$(arm /usr/bin/python3 -c 'import platform; print(platform.machine())')
@@ -64,8 +66,10 @@ echo "== arm64 root: Python $ARM_PY_VERSION on $ARM_MACHINE (emulated)" >&2
 root_done=$(date +%s)
 
 # 2. The lean runtime's wheels for aarch64, fetched on the host; nanoedge itself is pure Python.
-rm -rf "$WORK/wheels" && mkdir -p "$WORK/wheels"
-"$HOST_PYTHON" -m pip wheel --no-deps -q -w "$WORK/wheels" "$REPO" >&2
+rm -rf "$WORK/wheels" "$WORK/src" && mkdir -p "$WORK/wheels" "$WORK/src"
+# from a copy of the tracked files: building in the checkout would leave build/ there
+(cd "$REPO" && git ls-files -z | xargs -0 cp --parents -t "$WORK/src")
+"$HOST_PYTHON" -m pip wheel --no-deps -q -w "$WORK/wheels" "$WORK/src" >&2
 "$HOST_PYTHON" -m pip download -q --only-binary=:all: --implementation cp --python-version "$ARM_PY_VERSION" \
     --platform manylinux2014_aarch64 --platform manylinux_2_28_aarch64 --platform manylinux_2_34_aarch64 \
     -d "$WORK/wheels" "$WORK"/wheels/nanoedge-*.whl >&2

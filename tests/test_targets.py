@@ -241,7 +241,7 @@ def test_openvino_cpu_on_another_vendor_says_why_and_what_instead(monkeypatch, v
     status = detect(get_profile("openvino-cpu"))
     assert not status.usable
     assert status.reason == f"unavailable on this {vendor} CPU (onnxruntime-ep-openvino offers devices on Intel CPUs only)"
-    assert status.hint == "use --target cpu"
+    assert status.hint == "use --target openvino-native"
 
 
 def test_openvino_cpu_without_a_device_on_intel_is_not_blamed_on_the_vendor(monkeypatch):
