@@ -4,6 +4,8 @@
 # INT8 package, compared with the same package and seed on this (x86-64) host.
 #
 #   bash scripts/aarch64_emulated.sh [WORK]        # default WORK: /tmp/nanoedge-aarch64
+#   PACKAGE=runtime/models/default bash scripts/aarch64_emulated.sh WORK   # another package (default: the demo INT8)
+#   REUSE_INSTALL=1 ...                           # keep WORK's arm64 install (same checkout)
 #
 # Needs (Debian): debootstrap qemu-user-static (apt-get install -y debootstrap qemu-user-static),
 # root (chroot), and access to Debian's archive and to the Python package index.
@@ -29,7 +31,7 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 HOST_PYTHON=${PYTHON:-python3}
 SUITE=${NANOEDGE_DEBIAN_SUITE:-bookworm}
 MIRROR=${NANOEDGE_DEBIAN_MIRROR:-http://deb.debian.org/debian}
-PACKAGE="$REPO/runtime/models/default-int8"
+PACKAGE=$(cd "$REPO" && realpath "${PACKAGE:-runtime/models/default-int8}")
 PROMPT="a red circle on the left"
 SEED=1
 ROOT="$WORK/root"
@@ -66,6 +68,9 @@ echo "== arm64 root: Python $ARM_PY_VERSION on $ARM_MACHINE (emulated)" >&2
 root_done=$(date +%s)
 
 # 2. The lean runtime's wheels for aarch64, fetched on the host; nanoedge itself is pure Python.
+if [ "${REUSE_INSTALL:-0}" = 1 ] && [ -d "$ROOT/opt/nanoedge/nanoedge" ]; then
+    echo "== reusing the arm64 install in $ROOT/opt/nanoedge" >&2
+else
 rm -rf "$WORK/wheels" "$WORK/src" && mkdir -p "$WORK/wheels" "$WORK/src"
 # from a copy of the tracked files: building in the checkout would leave build/ there
 (cd "$REPO" && git ls-files -z | xargs -0 cp --parents -t "$WORK/src")
@@ -81,10 +86,11 @@ fi
 # 3. Install with the arm64 pip, from those wheels only.
 rm -rf "$ROOT/wheels" "$ROOT/opt/nanoedge" "$ROOT/work" && cp -r "$WORK/wheels" "$ROOT/wheels"
 arm /usr/bin/python3 -m pip install -q --no-compile --no-index --find-links /wheels --only-binary=:all: --target /opt/nanoedge nanoedge >&2
+fi
 installed=$(date +%s)
 
 # 4. One image on aarch64 (emulated) and one on this host, same package and seed.
-mkdir -p "$ROOT/work" && cp -r "$PACKAGE" "$ROOT/work/pkg"
+rm -rf "$ROOT/work" && mkdir -p "$ROOT/work" && cp -r "$PACKAGE" "$ROOT/work/pkg"
 gen_started=$(date +%s)
 # qemu-user hands the host environment to the guest; no arm64 `env` (it would exec python,
 # which needs binfmt_misc).
@@ -97,19 +103,19 @@ ARM_VERSIONS=$(PYTHONPATH=/opt/nanoedge arm /usr/bin/python3 -c \
 (cd "$REPO" && "$HOST_PYTHON" -m nanoedge generate "$PROMPT" -m "$PACKAGE" --seed "$SEED" -o "$WORK/x86_64.png" >&2)
 
 # 5. PSNR and the record.
-"$HOST_PYTHON" - "$WORK" "$ARM_PY_VERSION" "$ARM_VERSIONS" "$SUITE" \
+"$HOST_PYTHON" - "$WORK" "$ARM_PY_VERSION" "$ARM_VERSIONS" "$SUITE" "${PACKAGE#"$REPO"/}" \
     $((root_done - started)) $((installed - root_done)) $((gen_done - gen_started)) "$(qemu-aarch64-static --version | head -1)" <<'EOF'
 import json, platform, sys
 from pathlib import Path
 import numpy as np
 from PIL import Image
-work, py, versions, suite, root_s, install_s, gen_s, qemu = sys.argv[1:]
+work, py, versions, suite, package, root_s, install_s, gen_s, qemu = sys.argv[1:]
 a = np.asarray(Image.open(Path(work) / "aarch64.png").convert("RGB"), dtype=np.float64)
 b = np.asarray(Image.open(Path(work) / "x86_64.png").convert("RGB"), dtype=np.float64)
 mse = float(np.mean((a - b) ** 2))
 psnr = float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 record = {
-    "package": "runtime/models/default-int8", "prompt": "a red circle on the left", "seed": 1,
+    "package": package, "prompt": "a red circle on the left", "seed": 1,
     "image_size": list(a.shape[:2]), "psnr_db_aarch64_vs_x86_64": None if mse == 0 else round(psnr, 2), "identical": mse == 0,
     "max_abs_pixel_diff": int(np.max(np.abs(a - b))),
     "aarch64": {"debian": suite, "python": py, "emulator": qemu, **json.loads(versions)},
@@ -117,5 +123,6 @@ record = {
     "seconds": {"arm64_root": int(root_s), "install": int(install_s), "generate_emulated": int(gen_s)},
 }
 (Path(work) / "result.json").write_text(json.dumps(record, indent=2))
+(Path(work) / f"result-{Path(package).name}.json").write_text(json.dumps(record, indent=2))
 print(json.dumps(record, indent=2))
 EOF
