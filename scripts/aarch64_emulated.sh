@@ -54,12 +54,12 @@ if [ ! -x "$ROOT/usr/bin/python3" ]; then
     for deb in "$ROOT"/var/cache/apt/archives/*.deb; do dpkg-deb -x "$deb" "$ROOT"; done
 fi
 cp "$QEMU" "$ROOT/usr/bin/qemu-aarch64-static"
-# onnxruntime opens external-data files through /proc/self/fd and reads the CPU list from /sys:
-# the root needs both.
-mkdir -p "$ROOT/proc" "$ROOT/sys"
+# onnxruntime opens external-data files through /proc/self/fd: the root needs its own /proc.
+# No /sys: the host's describes x86-64 CPUs, and onnxruntime's cpuinfo crashed qemu reading it
+# (without it onnxruntime warns "cpuinfo_initialize failed" and uses its generic ARM64 kernels).
+mkdir -p "$ROOT/proc"
 mountpoint -q "$ROOT/proc" || mount -t proc proc "$ROOT/proc"
-mountpoint -q "$ROOT/sys" || mount -t sysfs sysfs "$ROOT/sys"
-trap 'umount "$ROOT/proc" "$ROOT/sys" 2>/dev/null || true' EXIT
+trap 'umount "$ROOT/proc" 2>/dev/null || true' EXIT
 arm() { chroot "$ROOT" /usr/bin/qemu-aarch64-static "$@"; }
 ARM_PY_VERSION=$(arm /usr/bin/python3 -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
 ARM_MACHINE=$(arm /usr/bin/python3 -c 'import platform; print(platform.machine())')
