@@ -56,7 +56,7 @@ fi
 cp "$QEMU" "$ROOT/usr/bin/qemu-aarch64-static"
 # onnxruntime opens external-data files through /proc/self/fd: the root needs its own /proc.
 # No /sys: the host's describes x86-64 CPUs, and onnxruntime's cpuinfo crashed qemu reading it
-# (without it onnxruntime warns "cpuinfo_initialize failed" and uses its generic ARM64 kernels).
+# (without it onnxruntime warns "cpuinfo_initialize failed" and runs on; speed under emulation means nothing anyway).
 mkdir -p "$ROOT/proc"
 mountpoint -q "$ROOT/proc" || mount -t proc proc "$ROOT/proc"
 trap 'umount "$ROOT/proc" 2>/dev/null || true' EXIT
