@@ -26,6 +26,7 @@ from nanoedge.core.sizes import Size
 from nanoedge.targets.resolve import resolve_target_with_reason
 from nanoedge.targets.profiles import package_misfit
 
+from .autotarget import time_image
 from .images import decoded_to_pil
 from .preview import DenoiseStep, LinearPreview, StepCallback, decoded_to_rgb, denoised_estimate, prediction_type
 from .schedulers import SCHEDULER_NAMES, make_scheduler
@@ -102,7 +103,7 @@ class Pipeline:
     ) -> None:
         self.manifest = manifest
         # target_reason: why this target ("requested", or auto's measured choice); bench prints it
-        self.profile, self.target_reason = resolve_target_with_reason(target, manifest, threads)
+        self.profile, self.target_reason = resolve_target_with_reason(target, manifest, threads, measure=time_image)
         misfit = package_misfit(self.profile, manifest)
         if misfit:
             raise TargetUnavailableError(f"package '{manifest.root}' cannot run on target {self.profile.name}: {misfit}")

@@ -4,9 +4,9 @@ Which CPU runtime is fastest depends on the CPU *and* the model: on an AMD EPYC 
 OpenVINO's runtime wins on a 512 px BK-SDM-Tiny UNet step while onnxruntime's CPU provider
 wins on the 64 px demo model, whose whole image takes less time than OpenVINO's compilation
 (docs/targets.md). So when more than one CPU target is usable and fits the package, ``auto``
-times each one on this package: one warm-up image, then one image of ``MEASURE_STEPS`` steps
-at the package's default size and guidance, from which the default image time (text encoder
-+ default steps x UNet step + VAE decoder) is predicted. The winner is remembered in
+times each one on this package with the runtime's probe (``nanoedge.runtime.autotarget``:
+one warm-up image, then a short image at the package's default size and guidance, from which
+the default image time is predicted). The winner is remembered in
 ``NANOEDGE_CACHE_DIR/auto-target.json`` per package, CPU, thread count and runtime versions,
 so only the first load pays. ``NANOEDGE_AUTO_MEASURE=0`` skips measuring and takes the first
 candidate in preference order.
@@ -14,7 +14,6 @@ candidate in preference order.
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
 import logging
@@ -23,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from nanoedge.core.atomic import write_bytes_atomic
 from nanoedge.core.manifest import Manifest
@@ -32,10 +31,6 @@ from nanoedge.core.settings import cache_dir
 from .cpuinfo import cpu_info
 
 log = logging.getLogger(__name__)
-
-#: UNet steps of the timed image (after a one-step warm-up that also pays compilation).
-MEASURE_STEPS = 2
-
 
 @dataclass
 class AutoChoice:
@@ -88,29 +83,21 @@ def _remember(key: str, choice: AutoChoice) -> None:
         log.warning("could not remember the auto target in %s: %s", _cache_file(), exc)
 
 
-def time_image(package_root: Path, target: str, threads: int | None) -> float:
-    """Predicted seconds for one default image of the package on ``target`` (see module doc)."""
-    from nanoedge.runtime.pipeline import GenerationRequest, Pipeline  # lazy: the pipeline imports targets
-
-    pipe = Pipeline.load(package_root, target=target, threads=threads, verify=False)
-    try:
-        default = pipe.resolve(GenerationRequest("auto target probe", seed=0))
-        pipe.generate_batch([pipe.resolve(GenerationRequest("auto target probe", seed=0, steps=1))])  # compile, allocate
-        pipe.clear_caches()
-        timed = pipe.generate_batch([pipe.resolve(GenerationRequest("auto target probe", seed=0, steps=MEASURE_STEPS))])[0]
-        t = timed.timings
-        return t["text_encoder_s"] + default.steps * t["unet_s"] / MEASURE_STEPS + t["vae_decoder_s"]
-    finally:
-        del pipe
-        gc.collect()
+#: ``measure(package_root, target, threads) -> predicted seconds per default image``; the runtime
+#: supplies it (``nanoedge.runtime.autotarget.time_image``): this layer cannot run a pipeline.
+Measure = Callable[[Path, str, "int | None"], float]
 
 
-def choose(candidates: list[str], manifest: Manifest | None, threads: int | None = None) -> AutoChoice:
-    """The fastest of ``candidates`` (usable CPU targets that fit, in preference order)."""
+def choose(candidates: list[str], manifest: Manifest | None, threads: int | None = None, measure: Measure | None = None) -> AutoChoice:
+    """The fastest of ``candidates`` (usable CPU targets that fit, in preference order).
+
+    Without ``measure`` (no pipeline to time: ``nanoedge check``, a server resolving before it
+    loads) the first candidate in preference order is taken.
+    """
     if len(candidates) == 1:
         return AutoChoice(candidates[0], "the only usable CPU target")
     package_root = manifest.root if manifest is not None else None
-    if manifest is None or package_root is None:
+    if manifest is None or package_root is None or measure is None:
         return AutoChoice(candidates[0], f"first usable in preference order {candidates} (no package to measure)")
     if os.environ.get("NANOEDGE_AUTO_MEASURE", "1") == "0":
         return AutoChoice(candidates[0], f"first usable in preference order {candidates} (NANOEDGE_AUTO_MEASURE=0)")
@@ -122,7 +109,7 @@ def choose(candidates: list[str], manifest: Manifest | None, threads: int | None
     for name in candidates:
         started = time.perf_counter()
         try:
-            measured[name] = round(time_image(package_root, name, threads), 4)
+            measured[name] = round(measure(package_root, name, threads), 4)
         except Exception as exc:  # a target that cannot run this package loses, it does not crash auto
             log.warning("target auto: %s could not run this package: %s", name, getattr(exc, "message", exc))
             continue

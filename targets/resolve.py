@@ -11,18 +11,22 @@ import logging
 from nanoedge.core.errors import TargetUnavailableError
 from nanoedge.core.manifest import Manifest
 
+from .autoselect import Measure
 from .detect import detect
 from .profiles import AUTO_ORDER, CPU_TARGETS, TargetProfile, get_profile, package_misfit
 
 log = logging.getLogger(__name__)
 
 
-def resolve_target_with_reason(name: str, manifest: Manifest | None = None, threads: int | None = None) -> tuple[TargetProfile, str]:
+def resolve_target_with_reason(
+    name: str, manifest: Manifest | None = None, threads: int | None = None, measure: Measure | None = None
+) -> tuple[TargetProfile, str]:
     """A usable profile for ``name`` and why it was chosen, or an error that says why not.
 
     "auto" walks :data:`AUTO_ORDER`: the first usable accelerator (real hardware, not a
     simulator, that the package suits) wins; otherwise the fastest usable CPU target, measured
-    on the package (:mod:`nanoedge.targets.autoselect`). Every decision is logged.
+    on the package with ``measure`` (:mod:`nanoedge.targets.autoselect`; the pipeline passes
+    the runtime's probe), else the first usable one in order. Every decision is logged.
     """
     if name.lower() != "auto":
         profile = get_profile(name)
@@ -45,11 +49,11 @@ def resolve_target_with_reason(name: str, manifest: Manifest | None = None, thre
         log.info("target auto: not %s (%s)", candidate, why)
     from .autoselect import choose
 
-    choice = choose(cpu_candidates or ["cpu"], manifest, threads)
+    choice = choose(cpu_candidates or ["cpu"], manifest, threads, measure)
     log.info("target auto -> %s (%s)", choice.target, choice.reason)
     return get_profile(choice.target), choice.reason
 
 
-def resolve_target(name: str, manifest: Manifest | None = None, threads: int | None = None) -> TargetProfile:
+def resolve_target(name: str, manifest: Manifest | None = None, threads: int | None = None, measure: Measure | None = None) -> TargetProfile:
     """:func:`resolve_target_with_reason` without the reason."""
-    return resolve_target_with_reason(name, manifest, threads)[0]
+    return resolve_target_with_reason(name, manifest, threads, measure)[0]

@@ -191,9 +191,8 @@ def test_auto_measures_picks_the_fastest_and_remembers(tiny_package: Path, monke
         timed.append(target)
         return {"cpu": 2.0, "openvino-native": 1.0, "openvino-cpu": 3.0}[target]
 
-    monkeypatch.setattr(autoselect, "time_image", fake_time)
     manifest = Manifest.load(tiny_package)
-    profile, reason = resolve_target_with_reason("auto", manifest)
+    profile, reason = resolve_target_with_reason("auto", manifest, measure=fake_time)
     usable = [t for t in ("openvino-cpu", "openvino-native", "cpu") if detect(get_profile(t)).usable]
     assert timed == usable  # only usable targets are measured
     expected = min(usable, key={"cpu": 2.0, "openvino-native": 1.0, "openvino-cpu": 3.0}.__getitem__)
@@ -201,7 +200,7 @@ def test_auto_measures_picks_the_fastest_and_remembers(tiny_package: Path, monke
     if len(usable) > 1:
         assert "fastest measured" in reason
         timed.clear()
-        again, reason = resolve_target_with_reason("auto", manifest)
+        again, reason = resolve_target_with_reason("auto", manifest, measure=fake_time)
         assert again.name == expected and timed == [] and "measured earlier" in reason
 
 
@@ -213,9 +212,8 @@ def test_auto_never_picks_an_unusable_target(tiny_package: Path, monkeypatch, tm
     monkeypatch.setenv("NANOEDGE_CACHE_DIR", str(tmp_path))
     real = resolve.detect
     monkeypatch.setattr(resolve, "detect", lambda p: TargetStatus(False, "test: no device") if p.name != "cpu" else real(p))
-    monkeypatch.setattr(autoselect, "time_image", lambda *a: pytest.fail("one candidate: nothing to measure"))
     manifest = Manifest.load(tiny_package)
-    profile, reason = resolve.resolve_target_with_reason("auto", manifest)
+    profile, reason = resolve.resolve_target_with_reason("auto", manifest, measure=fake_time)
     assert profile.name == "cpu" and "only usable" in reason
 
 
