@@ -4,7 +4,7 @@ Which CPU runtime is fastest depends on the CPU *and* the model: on an AMD EPYC 
 OpenVINO's runtime wins on a 512 px BK-SDM-Tiny UNet step while onnxruntime's CPU provider
 wins on the 64 px demo model, whose whole image takes less time than OpenVINO's compilation
 (docs/targets.md). So when more than one CPU target is usable and fits the package, ``auto``
-times each one on this package with the runtime's probe (``nanoedge.runtime.autotarget``:
+times each one on this package with the runtime's probe (``time_auto_candidate`` in the pipeline module:
 one warm-up image, then a short image at the package's default size and guidance, from which
 the default image time is predicted). The winner is remembered in
 ``NANOEDGE_CACHE_DIR/auto-target.json`` per package, CPU, thread count and runtime versions,
@@ -84,7 +84,7 @@ def _remember(key: str, choice: AutoChoice) -> None:
 
 
 #: ``measure(package_root, target, threads) -> predicted seconds per default image``; the runtime
-#: supplies it (``nanoedge.runtime.autotarget.time_image``): this layer cannot run a pipeline.
+#: supplies it (``nanoedge.runtime.pipeline.time_auto_candidate``): this layer cannot run a pipeline.
 Measure = Callable[[Path, str, "int | None"], float]
 
 

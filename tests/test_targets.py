@@ -56,9 +56,9 @@ def test_missing_provider_says_what_to_install(tiny_package: Path):
 
 def test_auto_never_picks_a_simulator_or_an_unfit_package(tiny_package: Path):
     from nanoedge.core.manifest import Manifest
-    from nanoedge.runtime.autotarget import time_image
+    from nanoedge.runtime.pipeline import time_auto_candidate
 
-    profile = resolve_target("auto", Manifest.load(tiny_package), measure=time_image)  # measured once, then remembered
+    profile = resolve_target("auto", Manifest.load(tiny_package), measure=time_auto_candidate)  # measured once, then remembered
     assert not detect(profile).simulated
     assert profile.name == "cpu" or detect(profile).usable
     assert Pipeline.load(tiny_package, target="auto").profile.name == profile.name
