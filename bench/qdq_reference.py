@@ -31,8 +31,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from nanoedge.runtime.pipeline import GenerationRequest, Pipeline  # noqa: E402
 from nanoedge.core.manifest import Manifest  # noqa: E402
+from nanoedge.runtime.pipeline import GenerationRequest, Pipeline  # noqa: E402
 from nanoedge.targets import create_session, get_profile  # noqa: E402
 
 
@@ -41,7 +41,9 @@ def capture(package: str, steps: int, size: str | None, calls: int, guidance: fl
     pipe = Pipeline.load(package, target="cpu")
     seen: dict[str, list[dict[str, np.ndarray]]] = {}
     pipe.observers.append(lambda component, feeds, result: seen.setdefault(component, []).append({k: v.copy() for k, v in feeds.items()}))
-    pipe.generate_batch([pipe.resolve(GenerationRequest("a photo of a red fox in the snow", seed=0, size=size, steps=steps, guidance=guidance))])
+    pipe.generate_batch(
+        [pipe.resolve(GenerationRequest("a photo of a red fox in the snow", seed=0, size=size, steps=steps, guidance=guidance))]
+    )
     unet = seen.get("unet", [])
     if len(unet) > calls:
         picks = sorted({round(i * (len(unet) - 1) / (calls - 1)) for i in range(calls)}) if calls > 1 else [0]
@@ -105,7 +107,12 @@ def main() -> None:
                 for name in ("reference", "ort-cpu", "openvino-bf16", "openvino-f32"):
                     row[f"{name} vs fp32-model"] = compare(outs[name], outs["fp32-model"])
             rows.append(row)
-            print(component, call, " | ".join(f"{k}: cos {v['cosine']:.6f} max {v['max_abs']:.3g}" for k, v in row.items() if isinstance(v, dict)), flush=True)
+            print(
+                component,
+                call,
+                " | ".join(f"{k}: cos {v['cosine']:.6f} max {v['max_abs']:.3g}" for k, v in row.items() if isinstance(v, dict)),
+                flush=True,
+            )
         del runners
     if args.json:
         args.json.write_text(json.dumps({"package": args.package, "steps": args.steps, "rows": rows}, indent=2))

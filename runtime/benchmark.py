@@ -137,5 +137,6 @@ def run_benchmark(
         del pipe
         say("cold start: a new process, load -> first image")
         # the chosen target, not "auto": the cold start measures that target, not a second measurement
-        bench.cold_start_s = round(measure_cold_start(str(package), bench.target, str(request.run_size), request.steps, request.guidance), 3)
+        cold = measure_cold_start(str(package), bench.target, str(request.run_size), request.steps, request.guidance)
+        bench.cold_start_s = round(cold, 3)
     return bench

@@ -23,8 +23,8 @@ from nanoedge.core.integrity import verify_package
 from nanoedge.core.limits import DEFAULT_GUIDANCE, DEFAULT_STEPS, MAX_GUIDANCE, MAX_IMAGES, MAX_REQUEST_SEED, MAX_STEPS, RANDOM_SEED_BELOW
 from nanoedge.core.manifest import COMPONENTS, Manifest
 from nanoedge.core.sizes import Size
-from nanoedge.targets.resolve import resolve_target_with_reason
 from nanoedge.targets.profiles import package_misfit
+from nanoedge.targets.resolve import resolve_target_with_reason
 
 from .images import decoded_to_pil
 from .preview import DenoiseStep, LinearPreview, StepCallback, decoded_to_rgb, denoised_estimate, prediction_type

@@ -24,6 +24,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
+from nanoedge.core import settings
 from nanoedge.core.atomic import write_bytes_atomic
 from nanoedge.core.manifest import Manifest
 from nanoedge.core.settings import cache_dir
@@ -31,6 +32,7 @@ from nanoedge.core.settings import cache_dir
 from .cpuinfo import cpu_info
 
 log = logging.getLogger(__name__)
+
 
 @dataclass
 class AutoChoice:
@@ -99,12 +101,17 @@ def choose(candidates: list[str], manifest: Manifest | None, threads: int | None
     package_root = manifest.root if manifest is not None else None
     if manifest is None or package_root is None or measure is None:
         return AutoChoice(candidates[0], f"first usable in preference order {candidates} (no package to measure)")
-    if os.environ.get("NANOEDGE_AUTO_MEASURE", "1") == "0":
+    if not settings.auto_measure():
         return AutoChoice(candidates[0], f"first usable in preference order {candidates} (NANOEDGE_AUTO_MEASURE=0)")
     key = cache_key(manifest, candidates, threads)
     known = _load_cache().get(key)
     if known and known.get("target") in candidates:
-        return AutoChoice(known["target"], _why(known["target"], known["measured_s"]) + " (measured earlier on this CPU)", known["measured_s"], cached=True)
+        return AutoChoice(
+            known["target"],
+            _why(known["target"], known["measured_s"]) + " (measured earlier on this CPU)",
+            known["measured_s"],
+            cached=True,
+        )
     measured: dict[str, float] = {}
     for name in candidates:
         started = time.perf_counter()

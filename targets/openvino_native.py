@@ -24,7 +24,6 @@ Settings (environment, read when a session opens):
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from nanoedge.core import settings
 from nanoedge.core.errors import InvalidRequestError, PackageError, TargetUnavailableError
 from nanoedge.core.settings import cache_dir
 
@@ -45,7 +45,14 @@ _core = None
 _core_lock = threading.Lock()
 
 # OpenVINO element type names -> the onnxruntime type strings callers read from NodeArg.type.
-_TYPE_NAMES = {"f32": "tensor(float)", "f16": "tensor(float16)", "i64": "tensor(int64)", "i32": "tensor(int32)", "u8": "tensor(uint8)", "i8": "tensor(int8)"}
+_TYPE_NAMES = {
+    "f32": "tensor(float)",
+    "f16": "tensor(float16)",
+    "i64": "tensor(int64)",
+    "i32": "tensor(int32)",
+    "u8": "tensor(uint8)",
+    "i8": "tensor(int8)",
+}
 
 
 def import_openvino():
@@ -79,7 +86,7 @@ def compile_config(threads: int | None) -> dict[str, Any]:
     config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)
-    precision = os.environ.get("NANOEDGE_OPENVINO_PRECISION", "").strip().lower()
+    precision = settings.openvino_precision()
     if precision:
         if precision not in PRECISIONS:
             raise InvalidRequestError(
@@ -87,7 +94,7 @@ def compile_config(threads: int | None) -> dict[str, Any]:
                 hint=f"use one of {', '.join(sorted(set(PRECISIONS)))}",
             )
         config["INFERENCE_PRECISION_HINT"] = PRECISIONS[precision]
-    if os.environ.get("NANOEDGE_OPENVINO_CACHE", "1") != "0":
+    if settings.openvino_cache():
         folder = cache_dir() / "openvino-native"
         folder.mkdir(parents=True, exist_ok=True)
         config["CACHE_DIR"] = str(folder)
@@ -154,11 +161,15 @@ class OpenVINOSession:
         """Same contract as InferenceSession.run; ``run_options`` (onnxruntime's) has no meaning here."""
         unknown = [name for name in feeds if name not in self._input_index]
         if unknown:
-            raise InvalidRequestError(f"unknown input(s) {unknown} for '{self.model_path}'", hint=f"inputs are {[p.name for p in self._inputs]}")
+            raise InvalidRequestError(
+                f"unknown input(s) {unknown} for '{self.model_path}'", hint=f"inputs are {[p.name for p in self._inputs]}"
+            )
         wanted = [p.name for p in self._outputs] if output_names is None else list(output_names)
         missing = [name for name in wanted if name not in self._output_index]
         if missing:
-            raise InvalidRequestError(f"unknown output(s) {missing} for '{self.model_path}'", hint=f"outputs are {[p.name for p in self._outputs]}")
+            raise InvalidRequestError(
+                f"unknown output(s) {missing} for '{self.model_path}'", hint=f"outputs are {[p.name for p in self._outputs]}"
+            )
         with self._lock:
             request = self._idle.pop() if self._idle else self._compiled.create_infer_request()
         try:
@@ -185,7 +196,9 @@ def open_session(model_path: Path, threads: int | None = None) -> OpenVINOSessio
     ov_core = core()
     config = compile_config(threads)
     if "CPU" not in ov_core.available_devices:
-        raise TargetUnavailableError("OpenVINO offers no CPU device here", hint="OpenVINO's CPU plugin needs an x86-64 CPU with AVX2 or an ARM64 CPU")
+        raise TargetUnavailableError(
+            "OpenVINO offers no CPU device here", hint="OpenVINO's CPU plugin needs an x86-64 CPU with AVX2 or an ARM64 CPU"
+        )
     if not Path(model_path).exists():
         raise PackageError(f"model file '{model_path}' is missing", hint="re-export the package")
     try:
@@ -200,14 +213,18 @@ def open_session(model_path: Path, threads: int | None = None) -> OpenVINOSessio
             # dequantized tensor with a float one along the token axis (the demo UNet's
             # attention pooling). Without them OpenVINO computes the QDQ graph as written, in
             # float: the exact reference result, without INT8 kernels for that model.
-            log.warning("openvino-native: OpenVINO's INT8 transformations failed on %s; running its QDQ pairs in float "
-                        "(exact, slower): %s", model_path, _first_line(exc))
+            log.warning(
+                "openvino-native: OpenVINO's INT8 transformations failed on %s; running its QDQ pairs in float " "(exact, slower): %s",
+                model_path,
+                _first_line(exc),
+            )
             compiled = ov_core.compile_model(str(model_path), "CPU", {**config, "LP_TRANSFORMS_MODE": "NO"})
     except Exception as exc:  # OpenVINO raises RuntimeError subclasses with long multi-line texts
         first_line = _first_line(exc)
         raise PackageError(
             f"OpenVINO could not load '{model_path}': {first_line}",
-            hint="the file is corrupt or uses an op OpenVINO lacks: check it with `nanoedge check PACKAGE --target openvino-native`, or use --target cpu",
+            hint="the file is corrupt or uses an op OpenVINO lacks: check it with "
+            "`nanoedge check PACKAGE --target openvino-native`, or use --target cpu",
         ) from exc
     log.info("openvino-native: compiled %s (%s)", model_path, ", ".join(f"{k}={v}" for k, v in config.items()))
     return OpenVINOSession(compiled, Path(model_path))

@@ -157,7 +157,8 @@ _PROFILES: dict[str, TargetProfile] = {
         ),
         TargetProfile(
             name="openvino-native",
-            description="any x86-64 (AVX2 and up) or ARM64 CPU through OpenVINO's own runtime: INT8 on VNNI/AVX2/AMX, BF16 where the CPU has it",
+            description="any x86-64 (AVX2 and up) or ARM64 CPU through OpenVINO's own runtime: "
+            "INT8 on VNNI/AVX2/AMX, BF16 where the CPU has it",
             providers=("OpenVINO CPU",),
             schemes=("fp32", "int8"),
             pip_package="openvino",

@@ -54,6 +54,8 @@ def resolve_target_with_reason(
     return get_profile(choice.target), choice.reason
 
 
-def resolve_target(name: str, manifest: Manifest | None = None, threads: int | None = None, measure: Measure | None = None) -> TargetProfile:
+def resolve_target(
+    name: str, manifest: Manifest | None = None, threads: int | None = None, measure: Measure | None = None
+) -> TargetProfile:
     """:func:`resolve_target_with_reason` without the reason."""
     return resolve_target_with_reason(name, manifest, threads, measure)[0]

@@ -26,8 +26,9 @@ def test_lean_runtime_generates_on_emulated_aarch64(tmp_path: Path):
     if os.geteuid() != 0:
         pytest.skip("needs root (debootstrap and chroot)")
     work = Path(os.environ.get("NANOEDGE_AARCH64_WORK", tmp_path / "aarch64"))  # reuse a root across runs
-    proc = subprocess.run(["bash", str(SCRIPT), str(work)], capture_output=True, text=True, timeout=3600,
-                          env={**os.environ, "PYTHON": sys.executable})
+    proc = subprocess.run(
+        ["bash", str(SCRIPT), str(work)], capture_output=True, text=True, timeout=3600, env={**os.environ, "PYTHON": sys.executable}
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     record = json.loads((work / "result.json").read_text())
     assert record["aarch64"]["onnxruntime"]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import run_cli
+
 from nanoedge.runtime import InvalidRequestError, PackageError, Pipeline, TargetUnavailableError
 from nanoedge.targets import create_session, detect, get_profile
 
@@ -64,16 +64,20 @@ def test_session_answers_like_an_onnxruntime_session(tiny_package: Path, monkeyp
 def test_fp32_image_matches_the_cpu_target(tiny_package: Path, monkeypatch):
     _usable()
     monkeypatch.setenv("NANOEDGE_OPENVINO_PRECISION", "f32")
-    images = {t: np.asarray(Pipeline.load(tiny_package, target=t).generate("a red circle", size="64x64", steps=4, seed=3)[0], dtype=np.int16)
-              for t in ("openvino-native", "cpu")}
+    images = {
+        t: np.asarray(Pipeline.load(tiny_package, target=t).generate("a red circle", size="64x64", steps=4, seed=3)[0], dtype=np.int16)
+        for t in ("openvino-native", "cpu")
+    }
     assert np.abs(images["openvino-native"] - images["cpu"]).max() <= 1
 
 
 def test_default_precision_image_stays_close(tiny_package: Path):
     """OpenVINO's default (BF16 where the CPU has it, else FP32)."""
     _usable()
-    images = {t: np.asarray(Pipeline.load(tiny_package, target=t).generate("a red circle", size="64x64", steps=4, seed=3)[0], dtype=np.float64)
-              for t in ("openvino-native", "cpu")}
+    images = {
+        t: np.asarray(Pipeline.load(tiny_package, target=t).generate("a red circle", size="64x64", steps=4, seed=3)[0], dtype=np.float64)
+        for t in ("openvino-native", "cpu")
+    }
     mse = ((images["openvino-native"] - images["cpu"]) ** 2).mean()
     assert (10 * np.log10(255.0**2 / mse) if mse else float("inf")) >= 30
 
@@ -158,7 +162,11 @@ def test_cache_dir_lives_under_the_nanoedge_cache(tiny_package: Path, monkeypatc
     monkeypatch.setenv("NANOEDGE_CACHE_DIR", str(tmp_path / "cache"))
     from nanoedge.targets.openvino_native import compile_config
 
-    assert compile_config(3) == {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": 3, "CACHE_DIR": str(tmp_path / "cache" / "openvino-native")}
+    assert compile_config(3) == {
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_NUM_THREADS": 3,
+        "CACHE_DIR": str(tmp_path / "cache" / "openvino-native"),
+    }
     monkeypatch.setenv("NANOEDGE_OPENVINO_CACHE", "0")
     assert "CACHE_DIR" not in compile_config(None)
     monkeypatch.delenv("NANOEDGE_OPENVINO_CACHE")
@@ -212,16 +220,45 @@ def test_auto_never_picks_an_unusable_target(tiny_package: Path, monkeypatch, tm
     real = resolve.detect
     monkeypatch.setattr(resolve, "detect", lambda p: TargetStatus(False, "test: no device") if p.name != "cpu" else real(p))
     manifest = Manifest.load(tiny_package)
-    profile, reason = resolve.resolve_target_with_reason("auto", manifest, measure=lambda *a: pytest.fail("one candidate: nothing to measure"))
+    profile, reason = resolve.resolve_target_with_reason(
+        "auto", manifest, measure=lambda *a: pytest.fail("one candidate: nothing to measure")
+    )
     assert profile.name == "cpu" and "only usable" in reason
 
 
 def test_bench_auto_says_which_target_and_why(tiny_package: Path, tmp_path: Path):
-    proc = run_cli("bench", str(tiny_package), "--target", "auto", "--repeats", "1", "--warmup", "0", "--no-cold-start", "--steps", "2",
-                   env={"NANOEDGE_CACHE_DIR": str(tmp_path)})
+    proc = run_cli(
+        "bench",
+        str(tiny_package),
+        "--target",
+        "auto",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+        "--no-cold-start",
+        "--steps",
+        "2",
+        env={"NANOEDGE_CACHE_DIR": str(tmp_path)},
+    )
     assert proc.returncode == 0, proc.stderr
     assert "target auto ->" in proc.stdout and "CPU " in proc.stdout
-    record = json.loads(run_cli("bench", str(tiny_package), "--target", "auto", "--repeats", "1", "--warmup", "0", "--no-cold-start",
-                                "--steps", "2", "--json", env={"NANOEDGE_CACHE_DIR": str(tmp_path)}).stdout)
+    record = json.loads(
+        run_cli(
+            "bench",
+            str(tiny_package),
+            "--target",
+            "auto",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+            "--no-cold-start",
+            "--steps",
+            "2",
+            "--json",
+            env={"NANOEDGE_CACHE_DIR": str(tmp_path)},
+        ).stdout
+    )
     assert record["target"] in ("cpu", "openvino-native", "openvino-cpu") and record["target_reason"]
     assert {"model", "vendor", "features", "kind"} <= set(record["cpu"])

@@ -257,6 +257,7 @@ def test_openvino_cpu_without_a_device_on_intel_is_not_blamed_on_the_vendor(monk
 
 def test_auto_skips_openvino_cpu_when_it_has_no_device(monkeypatch, tiny_package: Path):
     from nanoedge.core.manifest import Manifest
+
     detect_module = importlib.import_module("nanoedge.targets.detect")
 
     monkeypatch.setattr(detect_module, "plugin_devices", lambda profile: [])
