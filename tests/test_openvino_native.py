@@ -262,3 +262,21 @@ def test_bench_auto_says_which_target_and_why(tiny_package: Path, tmp_path: Path
     )
     assert record["target"] in ("cpu", "openvino-native", "openvino-cpu") and record["target_reason"]
     assert {"model", "vendor", "features", "kind"} <= set(record["cpu"])
+
+
+def test_generate_auto_says_which_target_and_why(tiny_package: Path, tmp_path: Path):
+    proc = run_cli(
+        "generate",
+        "a red circle",
+        "-m",
+        str(tiny_package),
+        "--target",
+        "auto",
+        "--steps",
+        "2",
+        "-o",
+        str(tmp_path / "a.png"),
+        env={"NANOEDGE_CACHE_DIR": str(tmp_path / "cache")},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "target auto -> " in proc.stderr and (tmp_path / "a.png").exists()
