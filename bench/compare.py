@@ -464,7 +464,10 @@ def report(work: Path, out: Path, baseline: str = "diffusers", second: str = "op
         md += [f"- {line}" for line in meta["reordered"]] + [""]
     if meta.get("lock"):
         md += [f"Memory lock: {meta['lock']} (no other memory-heavy job ran beside it).", ""]
+    cpu = meta["machine"].get("cpu", {})
     md += [
+        "",
+        f"CPU kind: {cpu.get('kind', 'not recorded')} (vendor {cpu.get('vendor', '?')}; ISA {' '.join(cpu.get('features', [])) or '?'}).",
         "",
         f"Machine: {meta['machine'].get('cpu_model')}, {meta['machine'].get('logical_cpus')} logical CPUs "
         f"({meta['machine'].get('physical_cores_per_socket')} cores per socket; "

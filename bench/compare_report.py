@@ -205,7 +205,11 @@ def targets_check(
 
 # -- machine ---------------------------------------------------------------------------------
 def machine_description() -> dict[str, Any]:
+    from nanoedge.targets.cpuinfo import cpu_info
+
     info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(), "logical_cpus": os.cpu_count()}
+    # model, vendor, ISA (AVX2/AVX-512/VNNI/AMX/BF16) and the CPU kind benchmarks.md groups tables by
+    info["cpu"] = cpu_info().as_dict()
     try:
         text = Path("/proc/cpuinfo").read_text()
         models = [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")]
@@ -225,7 +229,8 @@ def machine_description() -> dict[str, Any]:
 
     versions = {}
     # distribution metadata only: importing torch & co. here would bloat the parent process
-    for name in ("numpy", "onnxruntime", "torch", "diffusers", "transformers", "optimum", "optimum-onnx", "onnx", "pillow", "nanoedge"):
+    for name in ("numpy", "onnxruntime", "torch", "diffusers", "transformers", "optimum", "optimum-onnx", "onnx", "pillow", "nanoedge",
+                 "openvino", "onnxruntime-ep-openvino"):
         try:
             versions[name] = version(name)
         except PackageNotFoundError:

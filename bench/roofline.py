@@ -206,7 +206,9 @@ def main() -> None:
     unet_file = Manifest.load(args.package).component_path("unet")
     macs = unet_macs(unet_file, args.batch, height, width)
     total = sum(v for k, v in macs.items() if k != "unknown")
-    result = {"size": args.size, "batch": args.batch, "unet_gmacs_per_step": total / 1e9, "macs_by_op": macs}
+    from nanoedge.targets.cpuinfo import cpu_info
+
+    result = {"size": args.size, "batch": args.batch, "unet_gmacs_per_step": total / 1e9, "macs_by_op": macs, "cpu": cpu_info().as_dict()}
     # (name in the result, model kind, target): onnxruntime's CPU kernels, and OpenVINO's on request
     measures = [("fp32", "fp32", "cpu"), ("u8u8", "u8u8", "cpu"), ("u8s8", "u8s8", "cpu")]
     if args.openvino:
@@ -256,6 +258,8 @@ def main() -> None:
         json.dump(result, sys.stdout, indent=2)
         print()
         return
+    cpu = result["cpu"]
+    print(f"CPU: {cpu['model']} ({cpu['vendor']}, {cpu['arch']}, kind {cpu['kind']}): {' '.join(cpu['features'])}")
     print(f"UNet at {args.size}, batch {args.batch}: {total / 1e9:.1f} GMACs per step ({macs})")
     for kind in kinds:
         print(f"GEMM {kind:<8} {result[f'gemm_gflops_{kind}']:8.1f} G(FL)OP/s  (best wall {result[f'gemm_gflops_{kind}_wall']:.1f}, "

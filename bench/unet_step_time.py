@@ -26,6 +26,7 @@ import numpy as np
 from nanoedge.core.manifest import Manifest
 from nanoedge.core.sizes import parse_size
 from nanoedge.targets import create_session, get_profile
+from nanoedge.targets.cpuinfo import cpu_info
 
 log = logging.getLogger("bench.unet_step_time")
 
@@ -119,9 +120,10 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
     if args.as_json:
-        json.dump({"size": str(size), "batch": args.batch, "rows": rows}, sys.stdout, indent=2)
+        json.dump({"size": str(size), "batch": args.batch, "cpu": cpu_info().as_dict(), "rows": rows}, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
+    print(f"CPU: {cpu_info().describe()} [kind {cpu_info().kind}]")
     print(f"UNet per step, {size}, batch {args.batch} ({'CFG pair' if args.batch == 2 else 'no CFG'}), "
           f"{args.rounds} rounds x {args.runs} runs, median; ratios vs {entries[0]['label']}")
     print(f"{'label':<14}{'precision':<12}{'UNet MiB':>10}{'bytes':>8}{'median s':>10}{'min s':>8}{'time':>8}")

@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from nanoedge.targets.cpuinfo import cpu_info
+
 from .pipeline import GenerationRequest, Pipeline
 
 
@@ -50,6 +52,10 @@ class BenchResult:
     peak_rss_mb: float
     package_bytes: int
     cold_start_s: float | None = None
+    #: why this target ("requested", or what `--target auto` measured)
+    target_reason: str = "requested"
+    #: model, vendor, ISA flags and kind of the CPU it ran on (nanoedge.targets.cpuinfo)
+    cpu: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -124,9 +130,13 @@ def run_benchmark(
         image_s=Spread.of(image),
         peak_rss_mb=round(peak_rss_mb(), 1),
         package_bytes=sum(int(f["bytes"]) for f in pipe.manifest.files.values()),
+        target_reason=pipe.target_reason,
+        cpu=cpu_info().as_dict(),
     )
     if cold_start:
         del pipe
         say("cold start: a new process, load -> first image")
-        bench.cold_start_s = round(measure_cold_start(str(package), target, str(request.run_size), request.steps, request.guidance), 3)
+        # the chosen target, not "auto": the cold start measures that target, not a second measurement
+        cold = measure_cold_start(str(package), bench.target, str(request.run_size), request.steps, request.guidance)
+        bench.cold_start_s = round(cold, 3)
     return bench

@@ -23,8 +23,8 @@ from nanoedge.core.integrity import verify_package
 from nanoedge.core.limits import DEFAULT_GUIDANCE, DEFAULT_STEPS, MAX_GUIDANCE, MAX_IMAGES, MAX_REQUEST_SEED, MAX_STEPS, RANDOM_SEED_BELOW
 from nanoedge.core.manifest import COMPONENTS, Manifest
 from nanoedge.core.sizes import Size
-from nanoedge.targets import resolve_target
 from nanoedge.targets.profiles import package_misfit
+from nanoedge.targets.resolve import resolve_target_with_reason
 
 from .images import decoded_to_pil
 from .preview import DenoiseStep, LinearPreview, StepCallback, decoded_to_rgb, denoised_estimate, prediction_type
@@ -101,7 +101,8 @@ class Pipeline:
         self, manifest: Manifest, target: str = "cpu", threads: int | None = None, two_pass: bool = False, reduce_memory: bool = False
     ) -> None:
         self.manifest = manifest
-        self.profile = resolve_target(target, manifest)
+        # target_reason: why this target ("requested", or auto's measured choice); bench prints it
+        self.profile, self.target_reason = resolve_target_with_reason(target, manifest, threads, measure=time_auto_candidate)
         misfit = package_misfit(self.profile, manifest)
         if misfit:
             raise TargetUnavailableError(f"package '{manifest.root}' cannot run on target {self.profile.name}: {misfit}")
@@ -421,3 +422,27 @@ class Pipeline:
         if (low, high) != (-1.0, 1.0):
             decoded = (decoded - np.float32(low)) * np.float32(2.0 / (high - low)) - np.float32(1.0)
         return decoded
+
+
+#: UNet steps of the image ``auto`` times each CPU target with (after a 1-step warm-up).
+AUTO_PROBE_STEPS = 2
+
+
+def time_auto_candidate(package_root: "str | os.PathLike[str]", target: str, threads: int | None) -> float:
+    """Predicted seconds for one default image of the package on ``target``: ``auto``'s probe.
+
+    Text encoder + default steps x (UNet time per step of an ``AUTO_PROBE_STEPS``-step image) +
+    VAE decoder, after a 1-step warm-up image that pays compilation and first allocations. The
+    choice and its cache live in ``nanoedge.targets.autoselect``, which receives this function
+    (the targets layer cannot run a pipeline).
+    """
+    pipe = Pipeline.load(package_root, target=target, threads=threads, verify=False)
+    try:
+        default = pipe.resolve(GenerationRequest("auto target probe", seed=0))
+        pipe.generate_batch([pipe.resolve(GenerationRequest("auto target probe", seed=0, steps=1))])
+        pipe.clear_caches()
+        timed = pipe.generate_batch([pipe.resolve(GenerationRequest("auto target probe", seed=0, steps=AUTO_PROBE_STEPS))])[0]
+        t = timed.timings
+        return t["text_encoder_s"] + default.steps * t["unet_s"] / AUTO_PROBE_STEPS + t["vae_decoder_s"]
+    finally:
+        del pipe

@@ -26,6 +26,8 @@ class ComponentPlacement:
     accelerator_nodes: int = 0
     fallback_ops: dict[str, int] = field(default_factory=dict)
     error: str | None = None
+    #: executed layers per precision (OpenVINO backend only: shows INT8/BF16 really ran)
+    precisions: dict[str, int] = field(default_factory=dict)
 
     @property
     def fraction(self) -> float:
@@ -39,6 +41,7 @@ class ComponentPlacement:
             "placement": round(self.fraction, 6),
             "fallback_ops": self.fallback_ops,
             "error": self.error,
+            **({"precisions": self.precisions} if self.precisions else {}),
         }
 
 
@@ -89,6 +92,8 @@ def placement(manifest: Manifest, component: str, profile: TargetProfile) -> Com
     graph partitioned with fallback allowed, to name the ops the accelerator refuses.
     """
     result = ComponentPlacement(component)
+    if profile.backend == "openvino":
+        return _openvino_placement(manifest, component, profile, result)
     session = None
     if profile.full_offload:
         try:
@@ -110,6 +115,23 @@ def placement(manifest: Manifest, component: str, profile: TargetProfile) -> Com
         else:
             fallback.update(n.op_type for n in nodes)
     result.fallback_ops = dict(fallback.most_common())
+    return result
+
+
+def _openvino_placement(manifest: Manifest, component: str, profile: TargetProfile, result: ComponentPlacement) -> ComponentPlacement:
+    """OpenVINO compiles a whole graph or refuses it: no partial placement, no fallback.
+
+    Counts are of OpenVINO's executed layers (after its own fusions), not of ONNX nodes.
+    """
+    from .openvino_native import executed_precisions
+
+    try:
+        session = create_session(manifest.component_path(component), profile)
+    except Exception as exc:
+        result.error = str(getattr(exc, "message", exc)).strip().splitlines()[0]
+        return result
+    result.precisions = executed_precisions(session)
+    result.total_nodes = result.accelerator_nodes = sum(result.precisions.values())
     return result
 
 

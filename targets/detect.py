@@ -30,7 +30,27 @@ def _is_jetson() -> bool:
     return os.path.exists("/etc/nv_tegra_release") or os.path.exists("/sys/module/tegra_fuse")
 
 
+def _detect_openvino_native() -> TargetStatus:
+    """The openvino package's CPU device, with the capabilities that make it worth using."""
+    from nanoedge.core.errors import TargetUnavailableError
+
+    from .openvino_native import device_summary
+
+    try:
+        name, capabilities = device_summary()
+    except TargetUnavailableError as exc:
+        return TargetStatus(False, exc.message, exc.hint)
+    except Exception as exc:  # a broken install must not crash `nanoedge targets`
+        return TargetStatus(False, f"openvino could not start: {exc}", "reinstall openvino")
+    if not name:
+        return TargetStatus(False, "OpenVINO offers no CPU device here (it needs AVX2 on x86-64, or ARM64)", "use target cpu")
+    kinds = "/".join(c for c in ("INT8", "BF16", "FP32") if c in capabilities)
+    return TargetStatus(True, f"OpenVINO CPU ({name.strip()}): {kinds}", providers=("OpenVINO CPU",))
+
+
 def detect(profile: TargetProfile) -> TargetStatus:
+    if profile.backend == "openvino":
+        return _detect_openvino_native()
     import onnxruntime as ort
 
     available = set(ort.get_available_providers())

@@ -44,6 +44,9 @@ class TargetProfile:
     # lists no device on an AMD CPU whatever its ISA, so detection names the vendor and
     # ``instead`` (another target) rather than reporting a bare "no device".
     cpu_vendors: tuple[str, ...] = ()
+    #: the runtime that computes the sessions: "onnxruntime" (every profile but one) or
+    #: "openvino" (OpenVINO's own runtime behind the same session interface, targets/openvino_native.py)
+    backend: str = "onnxruntime"
     instead: str | None = None
 
     @property
@@ -64,6 +67,7 @@ class TargetProfile:
             "notes": self.notes,
             "cpu_vendors": list(self.cpu_vendors),
             "instead": self.instead,
+            "backend": self.backend,
         }
 
 
@@ -145,11 +149,23 @@ _PROFILES: dict[str, TargetProfile] = {
             plugin="onnxruntime_ep_openvino",
             plugin_device={"ov_device": "CPU"},
             cpu_vendors=("Intel",),
-            instead="cpu",
+            instead="openvino-native",
             cache="OpenVINO model cache (NANOEDGE_CACHE_DIR/openvino-cpu; NANOEDGE_OPENVINO_CACHE=0 turns it off)",
             notes="OpenVINO runs float ops in BF16 on CPUs with AMX or AVX-512-BF16 (its default; images differ from FP32 "
             "by ~49 dB PSNR per UNet step); NANOEDGE_OPENVINO_PRECISION=f32 keeps FP32 (slower). Ops OpenVINO lacks run "
             "on onnxruntime's CPU provider.",
+        ),
+        TargetProfile(
+            name="openvino-native",
+            description="any x86-64 (AVX2 and up) or ARM64 CPU through OpenVINO's own runtime: "
+            "INT8 on VNNI/AVX2/AMX, BF16 where the CPU has it",
+            providers=("OpenVINO CPU",),
+            schemes=("fp32", "int8"),
+            pip_package="openvino",
+            backend="openvino",
+            cache="OpenVINO model cache (NANOEDGE_CACHE_DIR/openvino-native; NANOEDGE_OPENVINO_CACHE=0 turns it off)",
+            notes="The same packages as cpu, read by the openvino package (not onnxruntime): works on AMD and Intel alike. "
+            "Float ops run in BF16 where the CPU has AVX-512-BF16/AMX (OpenVINO's default); NANOEDGE_OPENVINO_PRECISION=f32 keeps FP32.",
         ),
         TargetProfile(
             name="coreml",
@@ -180,7 +196,10 @@ _PROFILES: dict[str, TargetProfile] = {
 }
 
 # Preference order for target="auto": the first usable one wins.
-AUTO_ORDER = ("jetson", "cuda", "qnn", "openvino", "coreml", "xnnpack", "openvino-cpu", "cpu")
+AUTO_ORDER = ("jetson", "cuda", "qnn", "openvino", "coreml", "xnnpack", "openvino-cpu", "openvino-native", "cpu")
+
+#: Targets that run on the host CPU: ``auto`` measures among those rather than trusting the order.
+CPU_TARGETS = ("openvino-cpu", "openvino-native", "cpu")
 
 
 def known_targets() -> list[str]:

@@ -83,7 +83,17 @@ def create_session(
     allow_fallback: bool | None = None,
     log_level: int = 3,
 ):
-    """Open ``model_path`` on the profile's providers; a broken file becomes a PackageError."""
+    """Open ``model_path`` on the profile's providers; a broken file becomes a PackageError.
+
+    A profile whose backend is OpenVINO's own runtime gets an :class:`OpenVINOSession`, which
+    answers ``run``/``get_inputs``/``get_outputs`` like an onnxruntime session: callers never
+    branch on the backend. onnxruntime-only arguments (``extra_config``, ``allow_fallback``,
+    ``log_level``) do not apply to it.
+    """
+    if profile.backend == "openvino":
+        from .openvino_native import open_session
+
+        return open_session(Path(model_path), requested_threads(threads))
     import onnxruntime as ort
 
     options = session_options(profile, threads, extra_config, allow_fallback, log_level)

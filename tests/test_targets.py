@@ -14,7 +14,7 @@ from nanoedge.targets import detect, get_profile, known_targets, resolve_target
 
 
 def test_every_profile_names_its_provider_package():
-    assert set(known_targets()) == {"cpu", "cuda", "jetson", "qnn", "openvino", "openvino-cpu", "coreml", "xnnpack"}
+    assert set(known_targets()) == {"cpu", "cuda", "jetson", "qnn", "openvino", "openvino-cpu", "openvino-native", "coreml", "xnnpack"}
     for name in known_targets():
         profile = get_profile(name)
         assert profile.providers and profile.pip_package and profile.schemes
@@ -37,7 +37,7 @@ def test_targets_command_lists_all_with_reasons():
 
     if cpu_info().vendor != "Intel" and not rows["openvino-cpu"]["usable"]:
         assert rows["openvino-cpu"]["reason"].startswith(f"unavailable on this {cpu_info().vendor} CPU")
-        assert rows["openvino-cpu"]["install"] == "use --target cpu"
+        assert rows["openvino-cpu"]["install"] == "use --target openvino-native"
 
 
 def test_qnn_usable_when_plugin_installed():
@@ -56,8 +56,9 @@ def test_missing_provider_says_what_to_install(tiny_package: Path):
 
 def test_auto_never_picks_a_simulator_or_an_unfit_package(tiny_package: Path):
     from nanoedge.core.manifest import Manifest
+    from nanoedge.runtime.pipeline import time_auto_candidate
 
-    profile = resolve_target("auto", Manifest.load(tiny_package))
+    profile = resolve_target("auto", Manifest.load(tiny_package), measure=time_auto_candidate)  # measured once, then remembered
     assert not detect(profile).simulated
     assert profile.name == "cpu" or detect(profile).usable
     assert Pipeline.load(tiny_package, target="auto").profile.name == profile.name
@@ -241,7 +242,7 @@ def test_openvino_cpu_on_another_vendor_says_why_and_what_instead(monkeypatch, v
     status = detect(get_profile("openvino-cpu"))
     assert not status.usable
     assert status.reason == f"unavailable on this {vendor} CPU (onnxruntime-ep-openvino offers devices on Intel CPUs only)"
-    assert status.hint == "use --target cpu"
+    assert status.hint == "use --target openvino-native"
 
 
 def test_openvino_cpu_without_a_device_on_intel_is_not_blamed_on_the_vendor(monkeypatch):
@@ -256,11 +257,12 @@ def test_openvino_cpu_without_a_device_on_intel_is_not_blamed_on_the_vendor(monk
 
 def test_auto_skips_openvino_cpu_when_it_has_no_device(monkeypatch, tiny_package: Path):
     from nanoedge.core.manifest import Manifest
+
     detect_module = importlib.import_module("nanoedge.targets.detect")
 
     monkeypatch.setattr(detect_module, "plugin_devices", lambda profile: [])
     monkeypatch.setattr(detect_module, "cpu_info", lambda: _cpu("AMD"))
-    assert resolve_target("auto", Manifest.load(tiny_package)).name == "cpu"
+    assert resolve_target("auto", Manifest.load(tiny_package)).name in ("openvino-native", "cpu")  # measured, never openvino-cpu
 
 
 def test_openvino_cpu_options_threads_cache_and_precision(monkeypatch, tmp_path: Path):

@@ -45,6 +45,13 @@ def bench(package, target, size, steps, guidance, scheduler, repeats, warmup, th
         f"{result.package} on {result.target}: {result.size}, {result.steps} steps, "
         f"guidance {result.guidance:g}, {result.scheduler}, median of {result.repeats}"
     )
+    if target.lower() == "auto":
+        click.echo(f"  target auto -> {result.target}: {result.target_reason}")
+    cpu = result.cpu
+    click.echo(
+        f"  CPU            {cpu.get('model')} ({cpu.get('vendor')}, {cpu.get('arch')}, kind {cpu.get('kind')}): "
+        f"{' '.join(cpu.get('features', []))}"
+    )
     click.echo(f"  text encoder   {fmt(result.text_encoder_s)}")
     click.echo(f"  UNet per step  {fmt(result.unet_step_s)}")
     click.echo(f"  VAE decoder    {fmt(result.vae_decoder_s)}")

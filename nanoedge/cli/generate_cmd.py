@@ -79,3 +79,5 @@ def generate(prompt, package, output, negative_prompt, size, steps, guidance, se
             + (" (models loaded per stage: --resident keeps them)" if reduce_memory else ""),
             err=True,
         )
+        if target.lower() == "auto":
+            click.echo(f"target auto -> {pipe.profile.name}: {pipe.target_reason}", err=True)

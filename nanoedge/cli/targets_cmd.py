@@ -16,6 +16,7 @@ from .common import handle_errors
 def targets(as_json):
     """List every execution target, whether it is usable here, and what is missing when not."""
     from nanoedge.targets import detect, get_profile, known_targets
+    from nanoedge.targets.cpuinfo import cpu_info
 
     rows = []
     for name in known_targets():
@@ -24,16 +25,23 @@ def targets(as_json):
         rows.append(
             {**profile.as_dict(), "usable": status.usable, "simulated": status.simulated, "reason": status.reason, "install": status.hint}
         )
+    usable = {row["name"] for row in rows if row["usable"]}
+    for row in rows:  # name the alternative only where it works here
+        row["use_instead"] = row["instead"] if not row["usable"] and row["instead"] in usable else None
     if as_json:
         json.dump(rows, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return
+    cpu = cpu_info()
+    click.echo(f"CPU: {cpu.describe()} [kind {cpu.kind}]")
     width = max(len(row["name"]) for row in rows) + 1
     indent = " " * (width + 9)
     for row in rows:
         mark = click.style("usable ", fg="green") if row["usable"] else click.style("missing", fg="yellow")
         click.echo(f"{row['name']:<{width}}{mark}  {row['reason']}")
-        if not row["usable"] and row["install"]:
+        if row["use_instead"]:
+            click.echo(f"{indent}-> use {row['use_instead']} instead (usable here)")
+        elif not row["usable"] and row["install"]:
             click.echo(f"{indent}-> {row['install']}")
         needs = ["static shapes"] if row["needs_static_shapes"] else []
         needs.append("schemes " + "/".join(row["schemes"]))

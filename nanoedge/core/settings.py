@@ -10,8 +10,9 @@ means "use the default"; what each one does is said where it is used:
 ``NANOEDGE_THREADS``            intra-op threads when the caller passes none
 ``NANOEDGE_SPIN``               ``1``: idle onnxruntime pool threads spin (default: they sleep)
 ``NANOEDGE_OPENVINO_DEVICE``    OpenVINO's device (CPU, GPU, NPU) for the openvino target
-``NANOEDGE_OPENVINO_CACHE``     ``0``: no OpenVINO model cache for openvino-cpu
-``NANOEDGE_OPENVINO_PRECISION`` OpenVINO's inference precision for openvino-cpu (f32, bf16, f16)
+``NANOEDGE_OPENVINO_CACHE``     ``0``: no OpenVINO model cache for openvino-cpu and openvino-native
+``NANOEDGE_OPENVINO_PRECISION`` OpenVINO's inference precision for openvino-cpu and openvino-native (f32, bf16, f16)
+``NANOEDGE_AUTO_MEASURE``       ``0``: target auto takes the first usable CPU target instead of timing them
 ``NANOEDGE_API_KEYS``           comma-separated bearer keys accepted by ``nanoedge serve``
 =============================== ===============================================================
 """
@@ -62,6 +63,11 @@ def openvino_cache() -> bool:
 def openvino_precision() -> str:
     """``NANOEDGE_OPENVINO_PRECISION`` lower-cased, or "" for OpenVINO's default."""
     return _env("NANOEDGE_OPENVINO_PRECISION").lower()
+
+
+def auto_measure() -> bool:
+    """Whether target auto times the usable CPU targets on the package (``NANOEDGE_AUTO_MEASURE=0``: no)."""
+    return os.environ.get("NANOEDGE_AUTO_MEASURE", "1") != "0"
 
 
 def api_keys() -> list[str]:
