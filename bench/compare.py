@@ -58,7 +58,7 @@ HEAVY_LOCK = "/tmp/nanoedge-heavy.lock"
 
 
 # -- prepare ---------------------------------------------------------------------------------
-def prepare(preset: str, seed: int, work: Path, skip_optimum: bool = False) -> None:
+def prepare(preset: str, seed: int, work: Path, skip_optimum: bool = False, peers: list[str] | None = None, hybrid_samples: int = 100) -> None:
     work.mkdir(parents=True, exist_ok=True)
     ckpt = work / "diffusers"
     if not (ckpt / "model_index.json").exists():
@@ -72,6 +72,12 @@ def prepare(preset: str, seed: int, work: Path, skip_optimum: bool = False) -> N
     else:
         log.info("diffusers checkpoint already at %s", ckpt)
     onnx_dir = work / "optimum"
+    if peers:  # stable-diffusion.cpp / OpenVINO GenAI models from the same folder (bench/peers.py)
+        from peers import prepare_peers
+
+        failures = prepare_peers(work, peers, hybrid_samples)
+        if failures:
+            raise SystemExit("peer conversion failed:\n" + "\n".join(failures))
     if skip_optimum or (onnx_dir / "model_index.json").exists():
         log.info("optimum export %s", "skipped" if skip_optimum else f"already at {onnx_dir}")
         return
@@ -106,6 +112,8 @@ def check_provenance(package: str, work: Path) -> str | None:
 
 
 def model_bytes(kind: str, path: str) -> int:
+    if Path(path).is_file():  # a single-file model (stable-diffusion.cpp's GGUF)
+        return Path(path).stat().st_size
     if kind.startswith("nanoedge"):
         return sum(int(f["bytes"]) for f in Manifest.load(path).files.values())
     return tree_bytes(path, exclude={"compare_source.json", "compare_export.json"})
@@ -135,6 +143,15 @@ def _code_state() -> dict:
     return {"head": head, "runtime_targets_dirty": bool(diff), "diff_sha1": hashlib.sha1(diff).hexdigest()[:10] if diff else None}
 
 
+def _cpu_record() -> dict:
+    """Vendor, model, kind and ISA features (nanoedge.targets.cpuinfo): the key of the per-CPU-kind tables."""
+    try:
+        from nanoedge.targets.cpuinfo import cpu_info
+    except ImportError:  # an older nanoedge without cpuinfo: machine_description's flags still name the CPU
+        return {}
+    return cpu_info().as_dict()
+
+
 def run_one(label: str, kind: str, path: str, config: Config, round_index: int, args, phase: str, locked: bool = False) -> dict:
     work: Path = args.work
     image_dir = work / "images" / config.key
@@ -149,6 +166,8 @@ def run_one(label: str, kind: str, path: str, config: Config, round_index: int, 
            "--images", str(args.images), "--image", str(image), "--json", str(record_file)]
     if label in args.nanoedge_targets:
         cmd += ["--target", args.nanoedge_targets[label]]
+    if label in getattr(args, "peer_options", {}):
+        cmd += ["--options", json.dumps(args.peer_options[label], sort_keys=True)]
     log_file = work / "logs" / f"{config.key}-{label}-r{round_index}.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
     load_before = load_average()
@@ -245,6 +264,10 @@ def build_plan(args) -> list[tuple[str, Config, int, tuple[str, str, str]]]:
 
 
 def _ready(kind: str, path: str) -> bool:
+    from peers import PEER_KINDS, peer_ready
+
+    if kind in PEER_KINDS:
+        return peer_ready(kind, path)
     marker = MANIFEST_NAME if kind.startswith("nanoedge") else "model_index.json"
     return (Path(path) / marker).exists()
 
@@ -293,6 +316,13 @@ def run_all(args) -> None:
                 problem = check_provenance(path, work)
                 if problem:
                     raise SystemExit(f"{label}: {problem} (--skip-provenance-check to run anyway)")
+        from peers import PEER_KINDS, check_peer_provenance
+
+        for label, kind, path in args.variants:
+            if kind in PEER_KINDS and _ready(kind, path):
+                problem = check_peer_provenance(path, work)
+                if problem:
+                    raise SystemExit(f"{label}: {problem} (--skip-provenance-check to run anyway)")
     work.mkdir(parents=True, exist_ok=True)
     runs_file = work / "runs.jsonl"
     if not args.resume:
@@ -304,7 +334,7 @@ def run_all(args) -> None:
             done.add((r["phase"], r["config"], r["round"], r["variant"]))
     plan = build_plan(args)
     meta = {"argv": sys.argv, "command": "python " + " ".join(sys.argv), "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "machine": machine_description(), "seed": args.seed, "images_per_process": args.images,
+            "machine": {**machine_description(), "cpu": _cpu_record()}, "seed": args.seed, "images_per_process": args.images,
             "variants": [{"label": label, "kind": kind, "path": path} for label, kind, path in args.variants],
             "configs": [c.key for c in args.config], "scaling": [c.key for c in args.scaling], "rounds": args.rounds,
             "scaling_rounds": args.scaling_rounds, "scaling_variants": args.scaling_variants}
@@ -429,6 +459,9 @@ def report(work: Path, out: Path, baseline: str = "diffusers", second: str = "op
     meta = json.loads((work / "meta.json").read_text())
     runs = [json.loads(line) for line in (work / "runs.jsonl").read_text().splitlines() if line.strip()]
     add_psnr(runs, work, baseline)
+    from peers_report import drop_incomparable_psnr, peers_section
+
+    drop_incomparable_psnr(runs)
     order = [v["label"] for v in meta["variants"]]
     order += [label for label in dict.fromkeys(r["variant"] for r in runs) if label not in order]  # from earlier invocations
     configs = {}
@@ -603,6 +636,9 @@ def report(work: Path, out: Path, baseline: str = "diffusers", second: str = "op
                 charts.append(chart.name)
                 md += [f"![scaling]({chart.name})", ""]
         result["scaling"] = {k: {v: scaling_summary[k][v] for v in scaling_variants if v in scaling_summary[k]} for k in keys}
+    peer_md, result["peers"] = peers_section(meta, runs, out, order, int8_label, baseline)
+    md += peer_md
+    charts += (result["peers"] or {}).get("charts", [])
     failed = [r for r in runs if not r["ok"]]
     if failed:
         md += ["## Failed runs", ""] + [f"- {r['config']} {r['variant']} round {r['round']}: {r['error'][:300]!r}" for r in failed] + [""]
@@ -655,6 +691,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", type=Path, required=True)
     p.add_argument("--skip-optimum", action="store_true")
+    p.add_argument("--peers", action="append", default=[], metavar="LIST",
+                   help="also convert for the peers (bench/peers.py): all, sdcpp, openvino, or labels such as sdcpp-q8_0,ov-int8w")
+    p.add_argument("--hybrid-samples", type=int, default=100, help="UNet inputs NNCF calibrates the ov-hybrid variant on")
     r = sub.add_parser("run", help="measure every variant, interleaved, then write the report")
     r.add_argument("--work", type=Path, required=True, help="the folder `prepare` wrote; runs, images and logs go here too")
     r.add_argument("--out", type=Path, required=True, help="where compare.json, compare.md and the charts go")
@@ -663,6 +702,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="a nanoedge package run with Pipeline.load(reduce_memory=True): each model loaded for its stage")
     r.add_argument("--nanoedge-target", action="append", default=[], metavar="LABEL=TARGET",
                    help="run the nanoedge variant LABEL on this target profile (default cpu), e.g. int8-ov=openvino-cpu")
+    r.add_argument("--peers", action="append", default=[], metavar="LIST",
+                   help="peer variants to measure (bench/peers.py): all, sdcpp, openvino, or labels such as sdcpp-q8_0,ov-int8w")
+    r.add_argument("--peer-options", dest="peer_option_overrides", action="append", default=[], metavar="LABEL=JSON",
+                   help="override a peer's options, e.g. sdcpp-q8_0='{\"diffusion_conv_direct\": true}'")
     r.add_argument("--no-diffusers", action="store_true")
     r.add_argument("--no-optimum", action="store_true")
     r.add_argument("--config", action="append", type=parse_config, default=[], metavar="WxH:STEPS:GUIDANCE")
@@ -712,7 +755,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     if args.command == "prepare":
-        prepare(args.preset, args.seed, args.work, args.skip_optimum)
+        from peers import expand_peer_labels
+
+        prepare(args.preset, args.seed, args.work, args.skip_optimum, expand_peer_labels(args.peers), args.hybrid_samples)
         return 0
     if args.command == "report":
         report(args.work, args.out, int8_label=args.int8_label)
@@ -731,6 +776,22 @@ def main(argv: list[str] | None = None) -> int:
         variants += [parse_variant(item, "nanoedge-reduce-memory") for item in args.nanoedge_reduce_memory]
     except ValueError as exc:
         parser.error(str(exc))
+    from peers import PEERS, expand_peer_labels
+
+    try:
+        peer_labels = expand_peer_labels(args.peers)
+    except ValueError as exc:
+        parser.error(str(exc))
+    variants += [(label, PEERS[label].kind, str(PEERS[label].path(args.work))) for label in peer_labels]
+    args.peer_options = {label: dict(PEERS[label].options) for label in peer_labels}
+    for item in args.peer_option_overrides:
+        label, sep, text = item.partition("=")
+        if not sep or label not in args.peer_options:
+            parser.error(f"--peer-options expects LABEL=JSON for a peer being run ({', '.join(peer_labels) or 'none'}), got {item!r}")
+        try:
+            args.peer_options[label].update(json.loads(text))
+        except (ValueError, TypeError) as exc:
+            parser.error(f"--peer-options {label}: not a JSON object ({exc})")
     labels = [v[0] for v in variants]
     if len(set(labels)) != len(labels):
         parser.error(f"variant labels must be unique: {labels}")

@@ -6,7 +6,9 @@
 KIND is ``diffusers`` (a diffusers folder, PyTorch FP32 StableDiffusionPipeline), ``optimum``
 (an optimum-onnx export folder, ORTStableDiffusionPipeline on the CPU provider) or
 ``nanoedge`` (a nanoedge package; ``nanoedge-reduce-memory``: the same, loaded with
-``reduce_memory=True``, each model loaded for its stage and released after). All three get the same prompt, the PNDM scheduler from
+``reduce_memory=True``, each model loaded for its stage and released after), or a peer
+(``sdcpp``: stable-diffusion.cpp on a GGUF file; ``openvino-genai``: OpenVINO GenAI on an
+optimum-intel export; bench/peers_runners.py says how close each gets to the rest). All three get the same prompt, the PNDM scheduler from
 their folder, the same step count and guidance, and the same initial latents (read from
 LATENTS.npy), so their images are comparable pixel by pixel.
 
@@ -92,7 +94,10 @@ def peak_rss_mib() -> float:
 
 
 RUNNERS = {"diffusers": _diffusers_runner, "optimum": _optimum_runner, "nanoedge": _nanoedge_runner,
-           "nanoedge-reduce-memory": lambda path, guidance, **kw: _nanoedge_runner(path, guidance, reduce_memory=True, **kw)}
+           "nanoedge-reduce-memory": lambda path, guidance, **kw: _nanoedge_runner(path, guidance, reduce_memory=True, **kw),
+           # the peers (bench/peers.py): imported only when run, so the worker needs neither installed
+           "sdcpp": lambda path, guidance, **kw: __import__("peers_runners").sdcpp_runner(path, guidance, **kw),
+           "openvino-genai": lambda path, guidance, **kw: __import__("peers_runners").openvino_genai_runner(path, guidance, **kw)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,16 +113,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", dest="json_out", required=True)
     parser.add_argument("--started", type=float, default=None, help="parent's time.time() just before spawning")
     parser.add_argument("--target", default=None, help="nanoedge kinds: the target profile (default cpu)")
+    parser.add_argument("--options", default=None, help="peer kinds: JSON object of the peer's load/generate options")
     args = parser.parse_args(argv)
     if args.target and not args.kind.startswith("nanoedge"):
         parser.error("--target applies to nanoedge kinds only")
+    if args.options and args.kind not in ("sdcpp", "openvino-genai"):
+        parser.error("--options applies to the peer kinds (sdcpp, openvino-genai) only")
 
     import numpy as np
 
     width, height = (int(v) for v in args.size.lower().split("x"))
     latents = np.load(args.latents).astype(np.float32)
     t_args = time.time()
-    run, info = RUNNERS[args.kind](args.path, args.guidance, **({"target": args.target} if args.target else {}))
+    extra = {"target": args.target} if args.target else {}
+    if args.options:
+        extra["options"] = json.loads(args.options)
+    run, info = RUNNERS[args.kind](args.path, args.guidance, **extra)
     t_loaded = time.time()
     image_s, image_cpu_s, done = [], [], []
     image = None
