@@ -165,3 +165,14 @@ def test_run_cli_adds_peer_variants_with_options(tmp_path: Path, monkeypatch):
     assert peers.PEERS["sdcpp-q8_0"].options["diffusion_conv_direct"] is False  # the defaults are not mutated
     with pytest.raises(SystemExit):
         compare.main(["run", "--work", str(tmp_path), "--out", str(tmp_path / "o"), "--peer-options", "ov-fp32={}"])
+
+
+def test_requirements_file_matches_the_peers_extra():
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    extra = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]["peers"]
+    listed = [line.strip() for line in (root / "bench" / "requirements-peers.txt").read_text().splitlines()
+              if line.strip() and not line.startswith("#")]
+    assert sorted(listed) == sorted(extra)
+    assert "torch==2.13.0" in listed and not any(line.startswith("torch") and line != "torch==2.13.0" for line in listed)
