@@ -77,8 +77,16 @@ def _nanoedge_runner(path: str, guidance: float, reduce_memory: bool = False, ta
             "quantization": (pipe.manifest.quantization or {}).get("scheme"), "reduce_memory": reduce_memory,
             "target": pipe.profile.name}
 
+    from nanoedge.runtime.pipeline import GenerationRequest
+
     def run(latents, size, steps):
-        return pipe.generate(PROMPT, size=f"{size[0]}x{size[1]}", steps=steps, guidance=guidance, seed=0, latents=latents)[0]
+        # generate() with the stage timings kept (docs/speed.md compares them with the peers')
+        request = GenerationRequest(PROMPT, None, 1, 0, f"{size[0]}x{size[1]}", steps, guidance, None)
+        result = pipe.generate_batch([request], latents=latents)[0]
+        info["stages"] = {k: round(v, 3) for k, v in result.timings.items()}
+        if "unet_s" in result.timings:
+            info["stages"]["unet_step_s"] = round(result.timings["unet_s"] / steps, 3)
+        return result.images[0]
 
     return run, info
 

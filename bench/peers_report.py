@@ -98,11 +98,11 @@ def peer_targets(summary_cfg: dict[str, dict[str, Any]], nanoedge_label: str, ki
 
 
 def stage_table(runs: list[dict[str, Any]], config_key: str) -> str:
-    """Per-stage seconds that the peers reported for their image (one row per run)."""
+    """Per-stage seconds of each run that reported them (the peers, and nanoedge's own timings)."""
     rows = ["| variant | round | total s | text encoder s | UNet s/step | VAE decode s | options |", "|---|---:|---:|---:|---:|---:|---|"]
     for run in runs:
         stages = (run.get("info") or {}).get("stages")
-        if not run.get("ok") or run.get("config") != config_key or not stages or run.get("kind") not in PEER_KINDS:
+        if not run.get("ok") or run.get("config") != config_key or not stages:
             continue
         vae = stages.get("vae_decoder_s", stages.get("vae_and_rest_s"))
         opts = (run.get("info") or {}).get("options") or {}
@@ -143,7 +143,7 @@ def peers_section(meta: dict[str, Any], runs: list[dict[str, Any]], out: Path, o
             md.append(f"- target {c['target']}: measured {value} (goal {c['goal']}) → {verdict}")
         stages = stage_table(runs, key)
         if stages:
-            md += ["", "Peers' own per-stage seconds (sd.cpp: from its step callbacks; OpenVINO GenAI: its performance metrics):", "", stages]
+            md += ["", "Per-stage seconds (sd.cpp: from its step callbacks, text encoder = time to the first step's end less one step; OpenVINO GenAI: its performance metrics; nanoedge: its pipeline timings):", "", stages]
         labels = [label for label in order if label in summary[key]]
         panels = [{"title": "s/image, median (min–max)", "unit": "s",
                    "bars": [(l, summary[key][l]["image_s"]["median"], summary[key][l]["image_s"]["min"], summary[key][l]["image_s"]["max"]) for l in labels]},

@@ -95,33 +95,32 @@ def openvino_genai_runner(path: str, guidance: float, options: dict[str, Any] | 
 
         tensor = pipe.generate(PROMPT, width=size[0], height=size[1], num_inference_steps=steps, guidance_scale=guidance,
                                generator=SharedLatents(latents))
-        info["stages"] = _openvino_stages(pipe, steps)
+        info["stages"] = _openvino_stages(pipe)
         return Image.fromarray(np.asarray(tensor.data)[0])
 
     return run, info
 
 
-def _openvino_stages(pipe, steps: int) -> dict[str, Any]:
+def _openvino_stages(pipe) -> dict[str, Any]:
     """GenAI's own per-model inference durations for the last generate (milliseconds -> seconds)."""
     stages: dict[str, Any] = {}
     try:
         metrics = pipe.get_performance_metrics()
     except Exception as exc:  # an older GenAI without metrics: time and memory are still measured
         return {"error": str(exc)[:200]}
+    # generate: total ms; text encoder: {encoder: ms}; UNet: mean/std ms of one UNet call; VAE decoder: ms
     for name, getter in (("total_s", "get_generate_duration"), ("text_encoder_s", "get_text_encoder_infer_duration"),
-                         ("unet_total_s", "get_unet_infer_duration"), ("vae_decoder_s", "get_vae_decoder_infer_duration")):
+                         ("unet_step_s", "get_unet_infer_duration"), ("vae_decoder_s", "get_vae_decoder_infer_duration")):
         fn = getattr(metrics, getter, None)
         if fn is None:
             continue
         try:
             value = fn()
-        except Exception:
+        except Exception:  # a metric this pipeline does not record
             continue
-        if isinstance(value, dict):  # per-encoder durations
+        if isinstance(value, dict):
             value = sum(float(v) for v in value.values())
         elif hasattr(value, "mean"):
             value = value.mean
         stages[name] = round(float(value) / 1000.0, 3)
-    if "unet_total_s" in stages and steps:
-        stages["unet_step_s"] = round(stages["unet_total_s"] / steps, 3)
     return stages

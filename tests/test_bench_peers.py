@@ -73,7 +73,7 @@ def test_peer_targets_met_and_missed():
     assert peer_targets(summarize(runs[:3])["512x512-s4-g1"], "int8", KINDS) == []  # no peer measured
 
 
-def test_stage_table_lists_peers_only():
+def test_stage_table_lists_runs_with_stages():
     table = stage_table(_canned(), "512x512-s4-g1")
     rows = table.splitlines()[2:]
     assert [r.split("|")[1].strip() for r in rows] == ["sdcpp-q8_0", "ov-int8w"]
