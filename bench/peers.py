@@ -8,9 +8,10 @@ whose manifest names another preset or seed).
 
     WORK/sdcpp/<wtype>.gguf         stable-diffusion.cpp's own conversion (sd_cpp convert), f32 / q8_0 / q4_0
     WORK/openvino/fp32              optimum-cli export openvino --weight-format fp32
-    WORK/openvino/int8w             optimum-cli export openvino --weight-format int8  (weights only)
-    WORK/openvino/hybrid            optimum-intel hybrid INT8 (NNCF: UNet weights + activations,
-                                    calibrated on prompts; other models' weights INT8)
+    WORK/openvino/int8w             optimum-intel INT8 weight compression of that export (what
+                                    --weight-format int8 applies)
+    WORK/openvino/hybrid            optimum-intel hybrid INT8 of that export (NNCF: UNet weights +
+                                    activations, calibrated on prompts; other models' weights INT8)
 
 Peer packages install with ``pip install -r bench/requirements-peers.txt`` (see that file).
 """
@@ -146,16 +147,24 @@ def openvino_export_command(checkpoint: Path, output: Path, weight_format: str) 
             "--task", "text-to-image", "--weight-format", weight_format, str(output)]
 
 
-def openvino_hybrid_command(checkpoint: Path, output: Path, num_samples: int) -> list[str]:
-    """optimum-intel's hybrid INT8 (``quant_method="hybrid"``), calibrated on our own prompt list.
+def openvino_quantize_command(fp32_ir: Path, output: Path, mode: str, num_samples: int = 0) -> list[str]:
+    """optimum-intel's INT8 of the FP32 export: ``int8w`` weight compression or ``hybrid`` NNCF INT8.
 
-    The CLI equivalent (``--weight-format int8 --dataset conceptual_captions``) downloads a
-    dataset from the Hub; a prompt list is what the Python API accepts instead.
+    Starting from the FP32 OpenVINO export (not the diffusers folder) skips a second PyTorch
+    trace; optimum-intel compresses the same IR either way. ``int8w`` is what
+    ``optimum-cli export openvino --weight-format int8`` applies (8-bit asymmetric per-channel
+    weights in every model). ``hybrid`` (``quant_method="hybrid"``) quantizes the UNet's weights
+    and activations, calibrated on our own prompt list (the CLI's ``--dataset
+    conceptual_captions`` downloads a dataset from the Hub), and the other models' weights.
     """
+    if mode == "int8w":
+        config = "OVWeightQuantizationConfig(bits=8)"
+    else:
+        config = f"OVWeightQuantizationConfig(bits=8, quant_method='hybrid', dataset=json.loads(sys.argv[3]), num_samples={int(num_samples)})"
     code = ("import sys, json; from optimum.intel import OVStableDiffusionPipeline, OVWeightQuantizationConfig; "
-            "cfg = OVWeightQuantizationConfig(bits=8, quant_method='hybrid', dataset=json.loads(sys.argv[3]), num_samples=int(sys.argv[4])); "
-            "OVStableDiffusionPipeline.from_pretrained(sys.argv[1], export=True, quantization_config=cfg).save_pretrained(sys.argv[2])")
-    return [sys.executable, "-c", code, str(checkpoint), str(output), json.dumps(CALIBRATION_PROMPTS), str(num_samples)]
+            f"cfg = {config}; "
+            "OVStableDiffusionPipeline.from_pretrained(sys.argv[1], quantization_config=cfg).save_pretrained(sys.argv[2])")
+    return [sys.executable, "-c", code, str(fp32_ir), str(output)] + ([json.dumps(CALIBRATION_PROMPTS)] if mode == "hybrid" else [])
 
 
 def prepare_command(peer: Peer, work: Path, hybrid_samples: int) -> list[str]:
@@ -163,9 +172,9 @@ def prepare_command(peer: Peer, work: Path, hybrid_samples: int) -> list[str]:
     if peer.kind == "sdcpp":
         return sdcpp_convert_command(checkpoint, output, peer.label.split("-", 1)[1])
     fmt = Path(peer.relpath).name
-    if fmt == "hybrid":
-        return openvino_hybrid_command(checkpoint, output, hybrid_samples)
-    return openvino_export_command(checkpoint, output, {"fp32": "fp32", "int8w": "int8"}[fmt])
+    if fmt == "fp32":
+        return openvino_export_command(checkpoint, output, "fp32")
+    return openvino_quantize_command(PEERS["ov-fp32"].path(work), output, fmt, hybrid_samples)
 
 
 def prepare_peers(work: Path, labels: list[str], hybrid_samples: int = 100) -> list[str]:
@@ -173,6 +182,8 @@ def prepare_peers(work: Path, labels: list[str], hybrid_samples: int = 100) -> l
     checkpoint = work / "diffusers"
     fingerprint = weights_fingerprint(checkpoint)
     failures = []
+    if any(label in ("ov-int8w", "ov-hybrid") for label in labels) and "ov-fp32" not in labels:
+        labels = ["ov-fp32"] + list(labels)  # the INT8 variants start from the FP32 export
     for label in labels:
         peer = PEERS[label]
         output = peer.path(work)

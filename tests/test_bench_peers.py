@@ -146,10 +146,12 @@ def test_peer_provenance(tmp_path: Path):
 def test_prepare_commands_name_each_tool(tmp_path: Path):
     sd = peers.prepare_command(peers.PEERS["sdcpp-q4_0"], tmp_path, 10)
     assert sd[-1] == "q4_0" and sd[-2].endswith("q4_0.gguf") and "lib.convert" in sd[2]
-    ov = peers.prepare_command(peers.PEERS["ov-int8w"], tmp_path, 10)
-    assert ov[1:3] == ["export", "openvino"] and ov[ov.index("--weight-format") + 1] == "int8"
+    ov = peers.prepare_command(peers.PEERS["ov-fp32"], tmp_path, 10)
+    assert ov[1:3] == ["export", "openvino"] and ov[ov.index("--weight-format") + 1] == "fp32"
+    int8w = peers.prepare_command(peers.PEERS["ov-int8w"], tmp_path, 10)
+    assert "OVWeightQuantizationConfig(bits=8)" in int8w[2] and int8w[3:] == [str(tmp_path / "openvino/fp32"), str(tmp_path / "openvino/int8w")]
     hybrid = peers.prepare_command(peers.PEERS["ov-hybrid"], tmp_path, 10)
-    assert "quant_method='hybrid'" in hybrid[2] and hybrid[-1] == "10" and json.loads(hybrid[-2]) == peers.CALIBRATION_PROMPTS
+    assert "quant_method='hybrid'" in hybrid[2] and "num_samples=10" in hybrid[2] and json.loads(hybrid[-1]) == peers.CALIBRATION_PROMPTS
 
 
 def test_run_cli_adds_peer_variants_with_options(tmp_path: Path, monkeypatch):
