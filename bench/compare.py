@@ -316,11 +316,13 @@ def run_all(args) -> None:
                 problem = check_provenance(path, work)
                 if problem:
                     raise SystemExit(f"{label}: {problem} (--skip-provenance-check to run anyway)")
-        from peers import PEER_KINDS, check_peer_provenance
+        from peers import PEER_KINDS, check_peer_provenance, weights_fingerprint
 
+        fingerprint = None
         for label, kind, path in args.variants:
             if kind in PEER_KINDS and _ready(kind, path):
-                problem = check_peer_provenance(path, work)
+                fingerprint = fingerprint or weights_fingerprint(work / "diffusers")  # hashed once per run
+                problem = check_peer_provenance(path, work, fingerprint)
                 if problem:
                     raise SystemExit(f"{label}: {problem} (--skip-provenance-check to run anyway)")
     work.mkdir(parents=True, exist_ok=True)
