@@ -320,11 +320,12 @@ def run_all(args) -> None:
 
         fingerprint = None
         for label, kind, path in args.variants:
-            if kind in PEER_KINDS and _ready(kind, path):
+            if kind in PEER_KINDS:  # a peer model still being prepared is checked when it is written (its record names the weights)
                 fingerprint = fingerprint or weights_fingerprint(work / "diffusers")  # hashed once per run
-                problem = check_peer_provenance(path, work, fingerprint)
+                problem = check_peer_provenance(path, work, fingerprint) if _ready(kind, path) else None
                 if problem:
                     raise SystemExit(f"{label}: {problem} (--skip-provenance-check to run anyway)")
+        args.peer_fingerprint = fingerprint
     work.mkdir(parents=True, exist_ok=True)
     runs_file = work / "runs.jsonl"
     if not args.resume:
@@ -381,6 +382,13 @@ def run_all(args) -> None:
             continue
         position, lock = choice
         index, (phase, config, round_index, (label, kind, path)) = pending.pop(position)
+        if getattr(args, "peer_fingerprint", None) and label not in args.peer_options_checked and label in getattr(args, "peer_options", {}):
+            from peers import check_peer_provenance
+
+            args.peer_options_checked.add(label)
+            problem = check_peer_provenance(path, work, args.peer_fingerprint)
+            if problem:  # written after the run started, from other weights
+                raise SystemExit(f"{label}: {problem} (--skip-provenance-check to run anyway)")
         previous_wall = walls.get((label, config.key))
         if args.kill_at_epoch is not None and previous_wall is not None and time.time() + previous_wall > args.kill_at_epoch:
             if lock is not None:
@@ -786,6 +794,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     variants += [(label, PEERS[label].kind, str(PEERS[label].path(args.work))) for label in peer_labels]
     args.peer_options = {label: dict(PEERS[label].options) for label in peer_labels}
+    args.peer_options_checked = set()
     for item in args.peer_option_overrides:
         label, sep, text = item.partition("=")
         if not sep or label not in args.peer_options:
