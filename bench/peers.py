@@ -167,6 +167,25 @@ def openvino_quantize_command(fp32_ir: Path, output: Path, mode: str, num_sample
     return [sys.executable, "-c", code, str(fp32_ir), str(output)] + ([json.dumps(CALIBRATION_PROMPTS)] if mode == "hybrid" else [])
 
 
+def copy_openvino_tokenizer(fp32_ir: Path, output: Path) -> list[str]:
+    """Copy the OpenVINO tokenizer models that optimum-cli wrote for the FP32 export.
+
+    ``save_pretrained`` of a quantized pipeline keeps the Hugging Face tokenizer files only;
+    OpenVINO GenAI needs ``openvino_tokenizer.xml`` (converted by openvino-tokenizers during
+    ``optimum-cli export``), else it fails with "Tokenizer::encode is not available".
+    """
+    import shutil
+
+    copied = []
+    for source in sorted((fp32_ir / "tokenizer").glob("openvino_*tokenizer.*")):
+        target = output / "tokenizer" / source.name
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+            copied.append(source.name)
+    return copied
+
+
 def prepare_command(peer: Peer, work: Path, hybrid_samples: int) -> list[str]:
     checkpoint, output = work / "diffusers", peer.path(work)
     if peer.kind == "sdcpp":
@@ -208,6 +227,8 @@ def prepare_peers(work: Path, labels: list[str], hybrid_samples: int = 100) -> l
             failures.append(f"{label}: exit {done.returncode} after {seconds:.0f} s (log {log_path}): {tail}")
             log.error("%s failed: see %s", label, log_path)
             continue
+        if peer.kind == "openvino-genai" and output != PEERS["ov-fp32"].path(work):
+            copy_openvino_tokenizer(PEERS["ov-fp32"].path(work), output)
         _write_provenance(output, checkpoint, command, seconds, fingerprint)
         log.info("%s written to %s in %.1f s", label, output, seconds)
     return failures

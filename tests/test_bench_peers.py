@@ -178,3 +178,15 @@ def test_requirements_file_matches_the_peers_extra():
               if line.strip() and not line.startswith("#")]
     assert sorted(listed) == sorted(extra)
     assert "torch==2.13.0" in listed and not any(line.startswith("torch") and line != "torch==2.13.0" for line in listed)
+
+
+def test_quantized_openvino_export_gets_the_fp32_exports_tokenizer_models(tmp_path: Path):
+    fp32, int8w = tmp_path / "fp32", tmp_path / "int8w"
+    (fp32 / "tokenizer").mkdir(parents=True)
+    (int8w / "tokenizer").mkdir(parents=True)
+    for name in ("openvino_tokenizer.xml", "openvino_tokenizer.bin", "openvino_detokenizer.xml", "vocab.json"):
+        (fp32 / "tokenizer" / name).write_text(name)
+    (int8w / "tokenizer" / "vocab.json").write_text("own")
+    copied = peers.copy_openvino_tokenizer(fp32, int8w)
+    assert copied == ["openvino_detokenizer.xml", "openvino_tokenizer.bin", "openvino_tokenizer.xml"]
+    assert (int8w / "tokenizer" / "vocab.json").read_text() == "own" and peers.copy_openvino_tokenizer(fp32, int8w) == []
