@@ -46,8 +46,10 @@ def peers_table(summary_cfg: dict[str, dict[str, Any]], order: list[str], kinds:
     base_rss = (base.get("peak_rss_mib") or {}).get("median")
     best_t = summary_cfg[best]["image_s"]["median"] if best else None
     best_rss = summary_cfg[best]["peak_rss_mib"]["median"] if best else None
+    best_cpu = (summary_cfg[best].get("image_cpu_s") or {}).get("median") if best else None
     head = ["variant", "what", "s/image (median)", "n", f"speed-up vs {baseline}", f"speed-up vs fastest peer ({best or '—'})",
-            "cold start s", "peak RSS MiB", f"RSS vs {baseline}", "RSS vs fastest peer", f"PSNR vs {baseline}"]
+            "image CPU s", "CPU-s ratio vs fastest peer", "cold start s", "peak RSS MiB", f"RSS vs {baseline}", "RSS vs fastest peer",
+            f"PSNR vs {baseline}"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---", "---"] + ["---:"] * (len(head) - 2)) + "|"]
     for label in order:
         v = summary_cfg.get(label)
@@ -64,8 +66,9 @@ def peers_table(summary_cfg: dict[str, dict[str, Any]], order: list[str], kinds:
             psnr = "n/a (own RNG)" if what == "sdcpp" else "—"
         else:
             psnr = "identical" if v["psnr_vs_diffusers"] == float("inf") else f"{v['psnr_vs_diffusers']:.1f} dB"
+        cpu = (v.get("image_cpu_s") or {}).get("median")
         row = [label, what, f"{t:.2f}", str(v["image_s"]["n"]), _x(ratio(base_t, t)), _x(ratio(best_t, t)),
-               f"{v['cold_start_s']['median']:.1f}", f"{rss:.0f}", _x(None if base_rss is None else rss / base_rss),
+               "—" if cpu is None else f"{cpu:.1f}", _x(ratio(best_cpu, cpu)), f"{v['cold_start_s']['median']:.1f}", f"{rss:.0f}", _x(None if base_rss is None else rss / base_rss),
                _x(None if best_rss is None else rss / best_rss), psnr]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
