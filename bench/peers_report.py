@@ -146,7 +146,7 @@ def peers_section(meta: dict[str, Any], runs: list[dict[str, Any]], out: Path, o
             md.append(f"- target {c['target']}: measured {value} (goal {c['goal']}) → {verdict}")
         stages = stage_table(runs, key)
         if stages:
-            md += ["", "Per-stage seconds (sd.cpp: from its step callbacks, text encoder = time to the first step's end less one step; OpenVINO GenAI: its performance metrics; nanoedge: its pipeline timings):", "", stages]
+            md += ["", "Per-stage seconds (sd.cpp: from its step callbacks, so no text-encoder time — its log has it; OpenVINO GenAI: its performance metrics; nanoedge: its pipeline timings):", "", stages]
         labels = [label for label in order if label in summary[key]]
         panels = [{"title": "s/image, median (min–max)", "unit": "s",
                    "bars": [(l, summary[key][l]["image_s"]["median"], summary[key][l]["image_s"]["min"], summary[key][l]["image_s"]["max"]) for l in labels]},

@@ -49,14 +49,18 @@ def sdcpp_runner(path: str, guidance: float, options: dict[str, Any] | None = No
 
 
 def _sdcpp_stages(t0: float, t_end: float, ticks: list[tuple[float, int, int]], steps: int) -> dict[str, Any]:
-    """Per-stage seconds from sd.cpp's step callbacks: before the first step's end = text encoder + step 1."""
+    """Per-stage seconds from sd.cpp's step callbacks (its log lines hold the text encoder's own time).
+
+    The first callback ends text encoding + step 1; step 1 can differ from the mean step, so the
+    text encoder is not derived from it: ``until_first_step_s`` is reported as measured.
+    """
     sampling = [t for t, _step, total in ticks if total == steps]
     if len(sampling) < 2:
         return {"total_s": round(t_end - t0, 3)}
     step_s = [b - a for a, b in zip(sampling, sampling[1:])]
     mean_step = sum(step_s) / len(step_s)
     return {"total_s": round(t_end - t0, 3), "unet_step_s": round(mean_step, 3),
-            "text_encoder_s": round(max(0.0, sampling[0] - t0 - mean_step), 3),
+            "until_first_step_s": round(sampling[0] - t0, 3),
             "vae_and_rest_s": round(t_end - sampling[-1], 3), "steps_seen": len(sampling)}
 
 
