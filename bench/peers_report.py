@@ -150,6 +150,8 @@ def peers_section(meta: dict[str, Any], runs: list[dict[str, Any]], out: Path, o
         labels = [label for label in order if label in summary[key]]
         panels = [{"title": "s/image, median (min–max)", "unit": "s",
                    "bars": [(l, summary[key][l]["image_s"]["median"], summary[key][l]["image_s"]["min"], summary[key][l]["image_s"]["max"]) for l in labels]},
+                  {"title": "CPU seconds of the image (all threads; less sensitive to the machine's load)", "unit": "CPU s",
+                   "bars": [(l, summary[key][l]["image_cpu_s"]["median"], summary[key][l]["image_cpu_s"]["min"], summary[key][l]["image_cpu_s"]["max"]) for l in labels]},
                   {"title": "peak RSS of the process, median (min–max)", "unit": "MiB",
                    "bars": [(l, summary[key][l]["peak_rss_mib"]["median"], summary[key][l]["peak_rss_mib"]["min"], summary[key][l]["peak_rss_mib"]["max"]) for l in labels]}]
         chart = out / f"peers-{key}.png"
