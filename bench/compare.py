@@ -58,7 +58,9 @@ HEAVY_LOCK = "/tmp/nanoedge-heavy.lock"
 
 
 # -- prepare ---------------------------------------------------------------------------------
-def prepare(preset: str, seed: int, work: Path, skip_optimum: bool = False, peers: list[str] | None = None, hybrid_samples: int = 100) -> None:
+def prepare(
+    preset: str, seed: int, work: Path, skip_optimum: bool = False, peers: list[str] | None = None, hybrid_samples: int = 100
+) -> None:
     work.mkdir(parents=True, exist_ok=True)
     ckpt = work / "diffusers"
     if not (ckpt / "model_index.json").exists():
@@ -382,7 +384,8 @@ def run_all(args) -> None:
             continue
         position, lock = choice
         index, (phase, config, round_index, (label, kind, path)) = pending.pop(position)
-        if getattr(args, "peer_fingerprint", None) and label not in args.peer_options_checked and label in getattr(args, "peer_options", {}):
+        unchecked_peer = label in getattr(args, "peer_options", {}) and label not in args.peer_options_checked
+        if getattr(args, "peer_fingerprint", None) and unchecked_peer:
             from peers import check_peer_provenance
 
             args.peer_options_checked.add(label)

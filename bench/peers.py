@@ -66,17 +66,27 @@ class Peer:
 # 2 threads (the binding's default is half the logical CPUs: 1 on a 2-core box), flash attention
 # in the UNet. ipndm + discrete: sd.cpp has no PNDM; iPNDM is its 4th-order pseudo-numerical
 # multistep sampler, the same family as diffusers' PNDM (PLMS) on the same discrete schedule.
-SDCPP_OPTIONS = {"n_threads": 2, "diffusion_flash_attn": True, "flash_attn": False, "diffusion_conv_direct": False,
-                 "vae_conv_direct": False, "sample_method": "ipndm", "scheduler": "discrete"}
+SDCPP_OPTIONS = {
+    "n_threads": 2,
+    "diffusion_flash_attn": True,
+    "flash_attn": False,
+    "diffusion_conv_direct": False,
+    "vae_conv_direct": False,
+    "sample_method": "ipndm",
+    "scheduler": "discrete",
+}
 
-PEERS: dict[str, Peer] = {p.label: p for p in [
-    Peer("sdcpp-f32", "sdcpp", "sdcpp/f32.gguf", {**SDCPP_OPTIONS}, "stable-diffusion.cpp, weights F32"),
-    Peer("sdcpp-q8_0", "sdcpp", "sdcpp/q8_0.gguf", {**SDCPP_OPTIONS}, "stable-diffusion.cpp, weights q8_0"),
-    Peer("sdcpp-q4_0", "sdcpp", "sdcpp/q4_0.gguf", {**SDCPP_OPTIONS}, "stable-diffusion.cpp, weights q4_0"),
-    Peer("ov-fp32", "openvino-genai", "openvino/fp32", {"scheduler": "PNDM"}, "OpenVINO GenAI, FP32 export"),
-    Peer("ov-int8w", "openvino-genai", "openvino/int8w", {"scheduler": "PNDM"}, "OpenVINO GenAI, INT8 weight compression"),
-    Peer("ov-hybrid", "openvino-genai", "openvino/hybrid", {"scheduler": "PNDM"}, "OpenVINO GenAI, NNCF hybrid INT8"),
-]}
+PEERS: dict[str, Peer] = {
+    p.label: p
+    for p in [
+        Peer("sdcpp-f32", "sdcpp", "sdcpp/f32.gguf", {**SDCPP_OPTIONS}, "stable-diffusion.cpp, weights F32"),
+        Peer("sdcpp-q8_0", "sdcpp", "sdcpp/q8_0.gguf", {**SDCPP_OPTIONS}, "stable-diffusion.cpp, weights q8_0"),
+        Peer("sdcpp-q4_0", "sdcpp", "sdcpp/q4_0.gguf", {**SDCPP_OPTIONS}, "stable-diffusion.cpp, weights q4_0"),
+        Peer("ov-fp32", "openvino-genai", "openvino/fp32", {"scheduler": "PNDM"}, "OpenVINO GenAI, FP32 export"),
+        Peer("ov-int8w", "openvino-genai", "openvino/int8w", {"scheduler": "PNDM"}, "OpenVINO GenAI, INT8 weight compression"),
+        Peer("ov-hybrid", "openvino-genai", "openvino/hybrid", {"scheduler": "PNDM"}, "OpenVINO GenAI, NNCF hybrid INT8"),
+    ]
+}
 PEER_KINDS = {"sdcpp", "openvino-genai"}
 
 
@@ -100,10 +110,20 @@ def provenance_file(output: Path) -> Path:
 
 def _write_provenance(output: Path, checkpoint: Path, command: list[str], seconds: float, fingerprint: str) -> None:
     source = json.loads((checkpoint / "compare_source.json").read_text())
-    provenance_file(output).write_text(json.dumps({
-        "source": str(checkpoint), "preset": source["preset"], "seed": source["seed"], "unet_sha1": fingerprint,
-        "command": shlex.join(command), "seconds": round(seconds, 1), "written_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }, indent=2))
+    provenance_file(output).write_text(
+        json.dumps(
+            {
+                "source": str(checkpoint),
+                "preset": source["preset"],
+                "seed": source["seed"],
+                "unet_sha1": fingerprint,
+                "command": shlex.join(command),
+                "seconds": round(seconds, 1),
+                "written_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            },
+            indent=2,
+        )
+    )
 
 
 def check_peer_provenance(path: str | Path, work: Path, fingerprint: str | None = None) -> str | None:
@@ -121,7 +141,10 @@ def check_peer_provenance(path: str | Path, work: Path, fingerprint: str | None 
         return f"{path} was converted from preset {got.get('preset')} seed {got.get('seed')}, not {want['preset']} seed {want['seed']}"
     fingerprint = fingerprint or weights_fingerprint(checkpoint)
     if got.get("unet_sha1") != fingerprint:
-        return f"{path} was converted from other UNet weights than {checkpoint} (sha1 {got.get('unet_sha1')} != {fingerprint}): prepare it again"
+        return (
+            f"{path} was converted from other UNet weights than {checkpoint} "
+            f"(sha1 {got.get('unet_sha1')} != {fingerprint}): prepare it again"
+        )
     return None
 
 
@@ -133,18 +156,30 @@ def peer_ready(kind: str, path: str) -> bool:
 # -- prepare ---------------------------------------------------------------------------------
 def sdcpp_convert_command(checkpoint: Path, output: Path, wtype: str) -> list[str]:
     """sd.cpp's own converter (the library's ``convert``, what ``sd -M convert`` runs) through the binding."""
-    code = ("import sys; from stable_diffusion_cpp import stable_diffusion_cpp as lib; "
-            "from stable_diffusion_cpp.stable_diffusion import GGML_TYPE_MAP; "
-            "ok = lib.convert(sys.argv[1].encode(), b'', sys.argv[2].encode(), int(GGML_TYPE_MAP[sys.argv[3]]), b'', True); "
-            "sys.exit(0 if ok else 1)")
+    code = (
+        "import sys; from stable_diffusion_cpp import stable_diffusion_cpp as lib; "
+        "from stable_diffusion_cpp.stable_diffusion import GGML_TYPE_MAP; "
+        "ok = lib.convert(sys.argv[1].encode(), b'', sys.argv[2].encode(), int(GGML_TYPE_MAP[sys.argv[3]]), b'', True); "
+        "sys.exit(0 if ok else 1)"
+    )
     return [sys.executable, "-c", code, str(checkpoint), str(output), wtype]
 
 
 def openvino_export_command(checkpoint: Path, output: Path, weight_format: str) -> list[str]:
     """optimum-intel's exporter exactly as a user runs it (fp32 or int8 weight compression)."""
     cli = Path(sys.executable).with_name("optimum-cli")
-    return [str(cli) if cli.exists() else "optimum-cli", "export", "openvino", "--model", str(checkpoint),
-            "--task", "text-to-image", "--weight-format", weight_format, str(output)]
+    return [
+        str(cli) if cli.exists() else "optimum-cli",
+        "export",
+        "openvino",
+        "--model",
+        str(checkpoint),
+        "--task",
+        "text-to-image",
+        "--weight-format",
+        weight_format,
+        str(output),
+    ]
 
 
 def openvino_quantize_command(fp32_ir: Path, output: Path, mode: str, num_samples: int = 0) -> list[str]:
@@ -160,10 +195,14 @@ def openvino_quantize_command(fp32_ir: Path, output: Path, mode: str, num_sample
     if mode == "int8w":
         config = "OVWeightQuantizationConfig(bits=8)"
     else:
-        config = f"OVWeightQuantizationConfig(bits=8, quant_method='hybrid', dataset=json.loads(sys.argv[3]), num_samples={int(num_samples)})"
-    code = ("import sys, json; from optimum.intel import OVStableDiffusionPipeline, OVWeightQuantizationConfig; "
-            f"cfg = {config}; "
-            "OVStableDiffusionPipeline.from_pretrained(sys.argv[1], quantization_config=cfg).save_pretrained(sys.argv[2])")
+        config = (
+            f"OVWeightQuantizationConfig(bits=8, quant_method='hybrid', dataset=json.loads(sys.argv[3]), num_samples={int(num_samples)})"
+        )
+    code = (
+        "import sys, json; from optimum.intel import OVStableDiffusionPipeline, OVWeightQuantizationConfig; "
+        f"cfg = {config}; "
+        "OVStableDiffusionPipeline.from_pretrained(sys.argv[1], quantization_config=cfg).save_pretrained(sys.argv[2])"
+    )
     return [sys.executable, "-c", code, str(fp32_ir), str(output)] + ([json.dumps(CALIBRATION_PROMPTS)] if mode == "hybrid" else [])
 
 

@@ -19,7 +19,8 @@ def cpu_heading(machine: dict[str, Any]) -> str:
     """'AVX-512-VNNI+BF16 — AMD EPYC (AMD, x86_64): AVX2 FMA ...' from a run's machine record."""
     cpu = machine.get("cpu") or {}
     if cpu:
-        return f"{cpu.get('kind', '?')} — {cpu.get('model', '?')} ({cpu.get('vendor', '?')}, {cpu.get('arch', '?')}): {' '.join(cpu.get('features', []))}"
+        where = f"{cpu.get('model', '?')} ({cpu.get('vendor', '?')}, {cpu.get('arch', '?')})"
+        return f"{cpu.get('kind', '?')} — {where}: {' '.join(cpu.get('features', []))}"
     return f"{machine.get('cpu_model', 'unknown CPU')}: {' '.join(machine.get('cpu_flags_of_note', []))}"
 
 
@@ -47,9 +48,21 @@ def peers_table(summary_cfg: dict[str, dict[str, Any]], order: list[str], kinds:
     best_t = summary_cfg[best]["image_s"]["median"] if best else None
     best_rss = summary_cfg[best]["peak_rss_mib"]["median"] if best else None
     best_cpu = (summary_cfg[best].get("image_cpu_s") or {}).get("median") if best else None
-    head = ["variant", "what", "s/image (median)", "n", f"speed-up vs {baseline}", f"speed-up vs fastest peer ({best or '—'})",
-            "image CPU s", "CPU-s ratio vs fastest peer", "cold start s", "peak RSS MiB", f"RSS vs {baseline}", "RSS vs fastest peer",
-            f"PSNR vs {baseline}"]
+    head = [
+        "variant",
+        "what",
+        "s/image (median)",
+        "n",
+        f"speed-up vs {baseline}",
+        f"speed-up vs fastest peer ({best or '—'})",
+        "image CPU s",
+        "CPU-s ratio vs fastest peer",
+        "cold start s",
+        "peak RSS MiB",
+        f"RSS vs {baseline}",
+        "RSS vs fastest peer",
+        f"PSNR vs {baseline}",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---", "---"] + ["---:"] * (len(head) - 2)) + "|"]
     for label in order:
         v = summary_cfg.get(label)
@@ -67,9 +80,21 @@ def peers_table(summary_cfg: dict[str, dict[str, Any]], order: list[str], kinds:
         else:
             psnr = "identical" if v["psnr_vs_diffusers"] == float("inf") else f"{v['psnr_vs_diffusers']:.1f} dB"
         cpu = (v.get("image_cpu_s") or {}).get("median")
-        row = [label, what, f"{t:.2f}", str(v["image_s"]["n"]), _x(ratio(base_t, t)), _x(ratio(best_t, t)),
-               "—" if cpu is None else f"{cpu:.1f}", _x(ratio(best_cpu, cpu)), f"{v['cold_start_s']['median']:.1f}", f"{rss:.0f}", _x(None if base_rss is None else rss / base_rss),
-               _x(None if best_rss is None else rss / best_rss), psnr]
+        row = [
+            label,
+            what,
+            f"{t:.2f}",
+            str(v["image_s"]["n"]),
+            _x(ratio(base_t, t)),
+            _x(ratio(best_t, t)),
+            "—" if cpu is None else f"{cpu:.1f}",
+            _x(ratio(best_cpu, cpu)),
+            f"{v['cold_start_s']['median']:.1f}",
+            f"{rss:.0f}",
+            _x(None if base_rss is None else rss / base_rss),
+            _x(None if best_rss is None else rss / best_rss),
+            psnr,
+        ]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -89,14 +114,29 @@ def peer_targets(summary_cfg: dict[str, dict[str, Any]], nanoedge_label: str, ki
     out = [{"target": f"{nanoedge_label} >= 1.5x the fastest peer ({best})", "value": speed, "goal": 1.5, "met": speed >= 1.5}]
     best_psnr, my_psnr = summary_cfg[best].get("psnr_vs_diffusers"), mine.get("psnr_vs_diffusers")
     if best_psnr is not None and my_psnr is not None:
-        out.append({"target": f"{nanoedge_label} PSNR vs diffusers >= {best}'s", "value": my_psnr - best_psnr, "goal": 0.0,
-                    "met": my_psnr >= best_psnr})
+        out.append(
+            {
+                "target": f"{nanoedge_label} PSNR vs diffusers >= {best}'s",
+                "value": my_psnr - best_psnr,
+                "goal": 0.0,
+                "met": my_psnr >= best_psnr,
+            }
+        )
     else:
-        out.append({"target": f"{nanoedge_label} PSNR vs diffusers >= {best}'s", "value": None, "goal": 0.0, "met": None,
-                    "note": f"{best} draws its own noise: images not comparable"})
+        out.append(
+            {
+                "target": f"{nanoedge_label} PSNR vs diffusers >= {best}'s",
+                "value": None,
+                "goal": 0.0,
+                "met": None,
+                "note": f"{best} draws its own noise: images not comparable",
+            }
+        )
     lowest = min(peers, key=lambda label: summary_cfg[label]["peak_rss_mib"]["median"])
     share = mine["peak_rss_mib"]["median"] / summary_cfg[lowest]["peak_rss_mib"]["median"]
-    out.append({"target": f"{nanoedge_label} peak RSS below every peer's (lowest: {lowest})", "value": share, "goal": 1.0, "met": share < 1.0})
+    out.append(
+        {"target": f"{nanoedge_label} peak RSS below every peer's (lowest: {lowest})", "value": share, "goal": 1.0, "met": share < 1.0}
+    )
     return out
 
 
@@ -109,9 +149,15 @@ def stage_table(runs: list[dict[str, Any]], config_key: str) -> str:
             continue
         vae = stages.get("vae_decoder_s", stages.get("vae_and_rest_s"))
         opts = (run.get("info") or {}).get("options") or {}
-        shown = ", ".join(f"{k}={v}" for k, v in sorted(opts.items()) if k in ("n_threads", "diffusion_flash_attn", "diffusion_conv_direct", "vae_conv_direct"))
-        rows.append(f"| {run['variant']} | {run['round']} | {_f(stages.get('total_s'))} | {_f(stages.get('text_encoder_s'))} | "
-                    f"{_f(stages.get('unet_step_s'))} | {_f(vae)} | {shown or '—'} |")
+        shown = ", ".join(
+            f"{k}={v}"
+            for k, v in sorted(opts.items())
+            if k in ("n_threads", "diffusion_flash_attn", "diffusion_conv_direct", "vae_conv_direct")
+        )
+        rows.append(
+            f"| {run['variant']} | {run['round']} | {_f(stages.get('total_s'))} | {_f(stages.get('text_encoder_s'))} | "
+            f"{_f(stages.get('unet_step_s'))} | {_f(vae)} | {shown or '—'} |"
+        )
     return "\n".join(rows) if len(rows) > 2 else ""
 
 
@@ -119,18 +165,31 @@ def _f(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f}"
 
 
-def peers_section(meta: dict[str, Any], runs: list[dict[str, Any]], out: Path, order: list[str], nanoedge_label: str,
-                  baseline: str = "diffusers") -> tuple[list[str], dict[str, Any]]:
+def _panel(summary_cfg: dict[str, dict[str, Any]], labels: list[str], field: str, title: str, unit: str) -> dict[str, Any]:
+    """One bar-chart panel: median with min–max whiskers of ``field`` per variant."""
+    bars = [
+        (label, summary_cfg[label][field]["median"], summary_cfg[label][field]["min"], summary_cfg[label][field]["max"]) for label in labels
+    ]
+    return {"title": title, "unit": unit, "bars": bars}
+
+
+def peers_section(
+    meta: dict[str, Any], runs: list[dict[str, Any]], out: Path, order: list[str], nanoedge_label: str, baseline: str = "diffusers"
+) -> tuple[list[str], dict[str, Any]]:
     """The markdown lines and JSON of the peers section, with one chart per config written to ``out``."""
     kinds = {r["variant"]: r["kind"] for r in runs}
     if not any(kind in PEER_KINDS for kind in kinds.values()):
         return [], {}
     main = [r for r in runs if r["phase"] == "main"]
     summary = summarize(main)
-    md = [f"## Peers on {cpu_heading(meta.get('machine') or {})}", "",
-          "stable-diffusion.cpp (`sdcpp-*`) and OpenVINO GenAI (`ov-*`) on the same weights (bench/peers.py). "
-          "OpenVINO GenAI gets the same PNDM scheduler and the same initial latents, so its PSNR is comparable; "
-          "sd.cpp has no PNDM (it runs iPNDM on the discrete schedule) and draws its own noise, so only its time and memory compare.", ""]
+    md = [
+        f"## Peers on {cpu_heading(meta.get('machine') or {})}",
+        "",
+        "stable-diffusion.cpp (`sdcpp-*`) and OpenVINO GenAI (`ov-*`) on the same weights (bench/peers.py). "
+        "OpenVINO GenAI gets the same PNDM scheduler and the same initial latents, so its PSNR is comparable; "
+        "sd.cpp has no PNDM (it runs iPNDM on the discrete schedule) and draws its own noise, so only its time and memory compare.",
+        "",
+    ]
     result: dict[str, Any] = {"cpu": cpu_heading(meta.get("machine") or {}), "targets": {}, "charts": []}
     for key in meta.get("configs", []):
         if key not in summary:
@@ -146,14 +205,21 @@ def peers_section(meta: dict[str, Any], runs: list[dict[str, Any]], out: Path, o
             md.append(f"- target {c['target']}: measured {value} (goal {c['goal']}) → {verdict}")
         stages = stage_table(runs, key)
         if stages:
-            md += ["", "Per-stage seconds (sd.cpp: from its step callbacks, so no text-encoder time — its log has it; OpenVINO GenAI: its performance metrics; nanoedge: its pipeline timings):", "", stages]
+            md += [
+                "",
+                "Per-stage seconds (sd.cpp: from its step callbacks, so no text-encoder time — its log has it; "
+                "OpenVINO GenAI: its performance metrics; nanoedge: its pipeline timings):",
+                "",
+                stages,
+            ]
         labels = [label for label in order if label in summary[key]]
-        panels = [{"title": "s/image, median (min–max)", "unit": "s",
-                   "bars": [(l, summary[key][l]["image_s"]["median"], summary[key][l]["image_s"]["min"], summary[key][l]["image_s"]["max"]) for l in labels]},
-                  {"title": "CPU seconds of the image (all threads; less sensitive to the machine's load)", "unit": "CPU s",
-                   "bars": [(l, summary[key][l]["image_cpu_s"]["median"], summary[key][l]["image_cpu_s"]["min"], summary[key][l]["image_cpu_s"]["max"]) for l in labels]},
-                  {"title": "peak RSS of the process, median (min–max)", "unit": "MiB",
-                   "bars": [(l, summary[key][l]["peak_rss_mib"]["median"], summary[key][l]["peak_rss_mib"]["min"], summary[key][l]["peak_rss_mib"]["max"]) for l in labels]}]
+        panels = [
+            _panel(summary[key], labels, "image_s", "s/image, median (min–max)", "s"),
+            _panel(
+                summary[key], labels, "image_cpu_s", "CPU seconds of the image (all threads; less sensitive to the machine's load)", "CPU s"
+            ),
+            _panel(summary[key], labels, "peak_rss_mib", "peak RSS of the process, median (min–max)", "MiB"),
+        ]
         chart = out / f"peers-{key}.png"
         bar_chart(panels, chart, f"bk-sdm-tiny {config.title} — {(meta.get('machine') or {}).get('cpu', {}).get('kind', '')}")
         result["charts"].append(chart.name)

@@ -23,24 +23,36 @@ Runner = Callable[[Any, tuple[int, int], int], Any]
 
 
 def sdcpp_runner(path: str, guidance: float, options: dict[str, Any] | None = None) -> tuple[Runner, dict[str, Any]]:
-    from stable_diffusion_cpp import StableDiffusion
     import stable_diffusion_cpp
+    from stable_diffusion_cpp import StableDiffusion
 
     opts = dict(options or {})
     sample_method = opts.pop("sample_method", "ipndm")
     scheduler = opts.pop("scheduler", "discrete")
     seed = int(opts.pop("seed", 0))
     sd = StableDiffusion(model_path=path, vae_decode_only=True, verbose=bool(opts.pop("verbose", True)), **opts)
-    info: dict[str, Any] = {"scheduler": f"{sample_method}/{scheduler} (sd.cpp has no PNDM)", "initial_noise": "sd.cpp's own RNG",
-                            "options": {**opts, "sample_method": sample_method, "scheduler": scheduler, "seed": seed},
-                            "binding": getattr(stable_diffusion_cpp, "__version__", "?"), "comparable_pixels": False}
+    info: dict[str, Any] = {
+        "scheduler": f"{sample_method}/{scheduler} (sd.cpp has no PNDM)",
+        "initial_noise": "sd.cpp's own RNG",
+        "options": {**opts, "sample_method": sample_method, "scheduler": scheduler, "seed": seed},
+        "binding": getattr(stable_diffusion_cpp, "__version__", "?"),
+        "comparable_pixels": False,
+    }
 
     def run(latents, size, steps):
         ticks: list[tuple[float, int, int]] = []
         t0 = time.perf_counter()
-        images = sd.generate_image(prompt=PROMPT, width=size[0], height=size[1], cfg_scale=guidance, sample_steps=steps,
-                                   sample_method=sample_method, scheduler=scheduler, seed=seed,
-                                   progress_callback=lambda step, total, _t: ticks.append((time.perf_counter(), step, total)))
+        images = sd.generate_image(
+            prompt=PROMPT,
+            width=size[0],
+            height=size[1],
+            cfg_scale=guidance,
+            sample_steps=steps,
+            sample_method=sample_method,
+            scheduler=scheduler,
+            seed=seed,
+            progress_callback=lambda step, total, _t: ticks.append((time.perf_counter(), step, total)),
+        )
         t_end = time.perf_counter()
         info["stages"] = _sdcpp_stages(t0, t_end, ticks, steps)
         return images[0]
@@ -59,16 +71,21 @@ def _sdcpp_stages(t0: float, t_end: float, ticks: list[tuple[float, int, int]], 
         return {"total_s": round(t_end - t0, 3)}
     step_s = [b - a for a, b in zip(sampling, sampling[1:])]
     mean_step = sum(step_s) / len(step_s)
-    return {"total_s": round(t_end - t0, 3), "unet_step_s": round(mean_step, 3),
-            "until_first_step_s": round(sampling[0] - t0, 3),
-            "vae_and_rest_s": round(t_end - sampling[-1], 3), "steps_seen": len(sampling)}
+    return {
+        "total_s": round(t_end - t0, 3),
+        "unet_step_s": round(mean_step, 3),
+        "until_first_step_s": round(sampling[0] - t0, 3),
+        "vae_and_rest_s": round(t_end - sampling[-1], 3),
+        "steps_seen": len(sampling),
+    }
 
 
 def openvino_genai_runner(path: str, guidance: float, options: dict[str, Any] | None = None) -> tuple[Runner, dict[str, Any]]:
+    from pathlib import Path
+
     import numpy as np
     import openvino as ov
     import openvino_genai as genai
-    from pathlib import Path
 
     opts = dict(options or {})
     scheduler_name = opts.pop("scheduler", "PNDM")
@@ -76,8 +93,14 @@ def openvino_genai_runner(path: str, guidance: float, options: dict[str, Any] | 
     pipe = genai.Text2ImagePipeline(path, device, **opts)
     scheduler_type = getattr(genai.Scheduler.Type, scheduler_name)
     pipe.set_scheduler(genai.Scheduler.from_config(str(Path(path) / "scheduler" / "scheduler_config.json"), scheduler_type))
-    info: dict[str, Any] = {"scheduler": scheduler_name, "device": device, "openvino": ov.__version__,
-                            "openvino_genai": getattr(genai, "__version__", "?"), "initial_noise": "shared latents", "comparable_pixels": True}
+    info: dict[str, Any] = {
+        "scheduler": scheduler_name,
+        "device": device,
+        "openvino": ov.__version__,
+        "openvino_genai": getattr(genai, "__version__", "?"),
+        "initial_noise": "shared latents",
+        "comparable_pixels": True,
+    }
 
     class SharedLatents(genai.Generator):
         """Hands the pipeline our initial latents instead of drawing its own."""
@@ -97,8 +120,9 @@ def openvino_genai_runner(path: str, guidance: float, options: dict[str, Any] | 
     def run(latents, size, steps):
         from PIL import Image
 
-        tensor = pipe.generate(PROMPT, width=size[0], height=size[1], num_inference_steps=steps, guidance_scale=guidance,
-                               generator=SharedLatents(latents))
+        tensor = pipe.generate(
+            PROMPT, width=size[0], height=size[1], num_inference_steps=steps, guidance_scale=guidance, generator=SharedLatents(latents)
+        )
         info["stages"] = _openvino_stages(pipe)
         return Image.fromarray(np.asarray(tensor.data)[0])
 
@@ -113,8 +137,12 @@ def _openvino_stages(pipe) -> dict[str, Any]:
     except Exception as exc:  # an older GenAI without metrics: time and memory are still measured
         return {"error": str(exc)[:200]}
     # generate: total ms; text encoder: {encoder: ms}; UNet: mean/std ms of one UNet call; VAE decoder: ms
-    for name, getter in (("total_s", "get_generate_duration"), ("text_encoder_s", "get_text_encoder_infer_duration"),
-                         ("unet_step_s", "get_unet_infer_duration"), ("vae_decoder_s", "get_vae_decoder_infer_duration")):
+    for name, getter in (
+        ("total_s", "get_generate_duration"),
+        ("text_encoder_s", "get_text_encoder_infer_duration"),
+        ("unet_step_s", "get_unet_infer_duration"),
+        ("vae_decoder_s", "get_vae_decoder_infer_duration"),
+    ):
         fn = getattr(metrics, getter, None)
         if fn is None:
             continue

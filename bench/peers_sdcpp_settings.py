@@ -44,20 +44,53 @@ def measure(work: Path, model: str, config, name: str, options: dict, round_inde
 
         np.save(latents, np.zeros((1, 4, config.height // 8, config.width // 8), dtype=np.float32))
     opts = {**SDCPP_OPTIONS, **options}
-    cmd = [sys.executable, str(HERE / "compare_worker.py"), "sdcpp", str(work / model), "--size", config.size, "--steps", str(config.steps),
-           "--guidance", f"{config.guidance:g}", "--latents", str(latents), "--images", "1", "--image", str(image), "--json", str(record),
-           "--options", json.dumps(opts, sort_keys=True)]
+    cmd = [
+        sys.executable,
+        str(HERE / "compare_worker.py"),
+        "sdcpp",
+        str(work / model),
+        "--size",
+        config.size,
+        "--steps",
+        str(config.steps),
+        "--guidance",
+        f"{config.guidance:g}",
+        "--latents",
+        str(latents),
+        "--images",
+        "1",
+        "--image",
+        str(image),
+        "--json",
+        str(record),
+        "--options",
+        json.dumps(opts, sort_keys=True),
+    ]
     load = load_average()
     started = time.time()
     with open(folder / f"{config.key}-{name}-r{round_index}.log", "w") as log:
         done = subprocess.run(cmd + ["--started", repr(started)], stdout=log, stderr=subprocess.STDOUT)
-    row = {"setting": name, "options": opts, "round": round_index, "ok": done.returncode == 0 and record.exists(), "load_before": load,
-           "wall_s": round(time.time() - started, 1)}
+    row = {
+        "setting": name,
+        "options": opts,
+        "round": round_index,
+        "ok": done.returncode == 0 and record.exists(),
+        "load_before": load,
+        "wall_s": round(time.time() - started, 1),
+    }
     if row["ok"]:
         data = json.loads(record.read_text())
         stages = data["info"].get("stages", {})
-        row.update({"image_s": round(data["image_s"][0], 2), "cpu_s": round(data["image_cpu_s"][0], 1), "peak_rss_mib": round(data["peak_rss_mib"]),
-                    "unet_step_s": stages.get("unet_step_s"), "vae_s": stages.get("vae_and_rest_s"), "text_encoder_s": stages.get("text_encoder_s")})
+        row.update(
+            {
+                "image_s": round(data["image_s"][0], 2),
+                "cpu_s": round(data["image_cpu_s"][0], 1),
+                "peak_rss_mib": round(data["peak_rss_mib"]),
+                "unet_step_s": stages.get("unet_step_s"),
+                "vae_s": stages.get("vae_and_rest_s"),
+                "text_encoder_s": stages.get("text_encoder_s"),
+            }
+        )
     return row
 
 
@@ -84,7 +117,11 @@ def main(argv: list[str] | None = None) -> int:
         if not ok:
             print(f"| {name} | failed | — | — | — | 0 |")
             continue
-        med = lambda key: statistics.median(r[key] for r in ok if r.get(key) is not None) if any(r.get(key) is not None for r in ok) else float("nan")  # noqa: E731
+
+        def med(key: str, ok: list[dict] = ok) -> float:
+            values = [r[key] for r in ok if r.get(key) is not None]
+            return statistics.median(values) if values else float("nan")
+
         print(f"| {name} | {med('image_s'):.2f} | {med('unet_step_s'):.2f} | {med('vae_s'):.2f} | {med('peak_rss_mib'):.0f} | {len(ok)} |")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -23,19 +23,45 @@ def _run(variant, image_s, rss, psnr=None, config="512x512-s4-g1", stages=None, 
     info = {"comparable_pixels": comparable}
     if stages:
         info["stages"] = stages
-    return {"phase": "main", "config": config, "size": "512x512", "steps": 4, "guidance": 1.0, "variant": variant,
-            "kind": KINDS[variant], "round": round_index, "ok": ok, "image_s": image_s, "image_cpu_s": image_s,
-            "cold_start_s": 10.0, "peak_rss_mib": rss, "model_bytes": 1_000_000, "psnr_vs_diffusers": psnr, "info": info,
-            "error": "boom", "image": f"images/{config}/{variant}-r{round_index}.png"}
+    return {
+        "phase": "main",
+        "config": config,
+        "size": "512x512",
+        "steps": 4,
+        "guidance": 1.0,
+        "variant": variant,
+        "kind": KINDS[variant],
+        "round": round_index,
+        "ok": ok,
+        "image_s": image_s,
+        "image_cpu_s": image_s,
+        "cold_start_s": 10.0,
+        "peak_rss_mib": rss,
+        "model_bytes": 1_000_000,
+        "psnr_vs_diffusers": psnr,
+        "info": info,
+        "error": "boom",
+        "image": f"images/{config}/{variant}-r{round_index}.png",
+    }
 
 
 def _canned():
-    return [_run("diffusers", [40.0], 2000, psnr=float("inf")), _run("optimum", [30.0], 1800, psnr=60.0),
-            _run("int8", [10.0], 900, psnr=31.0),
-            _run("sdcpp-q8_0", [50.0], 1200, psnr=7.0, comparable=False,
-                 stages={"total_s": 50.0, "text_encoder_s": 1.0, "unet_step_s": 9.0, "vae_and_rest_s": 13.0}),
-            _run("ov-int8w", [20.0], 2500, psnr=35.0,
-                 stages={"total_s": 20.0, "text_encoder_s": 0.5, "unet_step_s": 3.5, "vae_decoder_s": 5.0})]
+    return [
+        _run("diffusers", [40.0], 2000, psnr=float("inf")),
+        _run("optimum", [30.0], 1800, psnr=60.0),
+        _run("int8", [10.0], 900, psnr=31.0),
+        _run(
+            "sdcpp-q8_0",
+            [50.0],
+            1200,
+            psnr=7.0,
+            comparable=False,
+            stages={"total_s": 50.0, "text_encoder_s": 1.0, "unet_step_s": 9.0, "vae_and_rest_s": 13.0},
+        ),
+        _run(
+            "ov-int8w", [20.0], 2500, psnr=35.0, stages={"total_s": 20.0, "text_encoder_s": 0.5, "unet_step_s": 3.5, "vae_decoder_s": 5.0}
+        ),
+    ]
 
 
 def test_incomparable_psnr_is_dropped_and_shown_as_such():
@@ -97,12 +123,23 @@ def test_section_and_full_report_on_canned_records(tmp_path: Path):
     for run in runs:
         path = work / run["image"]
         path.parent.mkdir(parents=True, exist_ok=True)
-        noisy = reference if run["variant"] == "diffusers" else np.clip(reference.astype(int) + rng.integers(-3, 4, reference.shape), 0, 255)
+        noisy = (
+            reference if run["variant"] == "diffusers" else np.clip(reference.astype(int) + rng.integers(-3, 4, reference.shape), 0, 255)
+        )
         Image.fromarray(noisy.astype(np.uint8)).save(path)
         run.update({"cpu_utilization": 1.0, "loadavg_before": [1.0], "loadavg_after": [1.0], "wall_s": 1.0})
-    meta = {"started_utc": "t", "command": "python bench/compare.py run ...", "machine": {"cpu": CPU}, "images_per_process": 1,
-            "variants": [{"label": k, "kind": v, "path": "p"} for k, v in KINDS.items()], "configs": ["512x512-s4-g1"],
-            "scaling": [], "rounds": 1, "scaling_rounds": 0, "scaling_variants": []}
+    meta = {
+        "started_utc": "t",
+        "command": "python bench/compare.py run ...",
+        "machine": {"cpu": CPU},
+        "images_per_process": 1,
+        "variants": [{"label": k, "kind": v, "path": "p"} for k, v in KINDS.items()],
+        "configs": ["512x512-s4-g1"],
+        "scaling": [],
+        "rounds": 1,
+        "scaling_rounds": 0,
+        "scaling_variants": [],
+    }
     (work / "meta.json").write_text(json.dumps(meta))
     (work / "runs.jsonl").write_text("\n".join(json.dumps(r) for r in runs) + "\n")
     result = compare.report(work, out)
@@ -149,7 +186,10 @@ def test_prepare_commands_name_each_tool(tmp_path: Path):
     ov = peers.prepare_command(peers.PEERS["ov-fp32"], tmp_path, 10)
     assert ov[1:3] == ["export", "openvino"] and ov[ov.index("--weight-format") + 1] == "fp32"
     int8w = peers.prepare_command(peers.PEERS["ov-int8w"], tmp_path, 10)
-    assert "OVWeightQuantizationConfig(bits=8)" in int8w[2] and int8w[3:] == [str(tmp_path / "openvino/fp32"), str(tmp_path / "openvino/int8w")]
+    assert "OVWeightQuantizationConfig(bits=8)" in int8w[2] and int8w[3:] == [
+        str(tmp_path / "openvino/fp32"),
+        str(tmp_path / "openvino/int8w"),
+    ]
     hybrid = peers.prepare_command(peers.PEERS["ov-hybrid"], tmp_path, 10)
     assert "quant_method='hybrid'" in hybrid[2] and "num_samples=10" in hybrid[2] and json.loads(hybrid[-1]) == peers.CALIBRATION_PROMPTS
 
@@ -160,8 +200,20 @@ def test_run_cli_adds_peer_variants_with_options(tmp_path: Path, monkeypatch):
     seen = {}
     monkeypatch.setattr(compare, "run_all", lambda args: seen.update(variants=args.variants, options=args.peer_options))
     monkeypatch.setattr(compare, "report", lambda *a, **k: None)
-    compare.main(["run", "--work", str(tmp_path), "--out", str(tmp_path / "o"), "--no-optimum", "--peers", "sdcpp-q8_0,ov-fp32",
-                  "--peer-options", 'sdcpp-q8_0={"diffusion_conv_direct": true}'])
+    compare.main(
+        [
+            "run",
+            "--work",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "o"),
+            "--no-optimum",
+            "--peers",
+            "sdcpp-q8_0,ov-fp32",
+            "--peer-options",
+            'sdcpp-q8_0={"diffusion_conv_direct": true}',
+        ]
+    )
     assert [v[:2] for v in seen["variants"]] == [("diffusers", "diffusers"), ("sdcpp-q8_0", "sdcpp"), ("ov-fp32", "openvino-genai")]
     assert seen["options"]["sdcpp-q8_0"]["diffusion_conv_direct"] is True and seen["options"]["sdcpp-q8_0"]["n_threads"] == 2
     assert peers.PEERS["sdcpp-q8_0"].options["diffusion_conv_direct"] is False  # the defaults are not mutated
@@ -174,8 +226,11 @@ def test_requirements_file_matches_the_peers_extra():
 
     root = Path(__file__).resolve().parents[1]
     extra = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]["peers"]
-    listed = [line.strip() for line in (root / "bench" / "requirements-peers.txt").read_text().splitlines()
-              if line.strip() and not line.startswith("#")]
+    listed = [
+        line.strip()
+        for line in (root / "bench" / "requirements-peers.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert sorted(listed) == sorted(extra)
     assert "torch==2.13.0" in listed and not any(line.startswith("torch") and line != "torch==2.13.0" for line in listed)
 
