@@ -129,7 +129,9 @@ def peer_targets(summary_cfg: dict[str, dict[str, Any]], nanoedge_label: str, ki
                 "value": None,
                 "goal": 0.0,
                 "met": None,
-                "note": f"{best} draws its own noise: images not comparable",
+                "note": f"{best} draws its own noise: images not comparable"
+                if kinds.get(best) == "sdcpp"
+                else "no PSNR: diffusers' image for this config was not measured",
             }
         )
     lowest = min(peers, key=lambda label: summary_cfg[label]["peak_rss_mib"]["median"])

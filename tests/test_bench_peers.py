@@ -97,6 +97,9 @@ def test_peer_targets_met_and_missed():
     _speed, quality, _memory = peer_targets(summarize(slow_ov)["512x512-s4-g1"], "int8", KINDS)
     assert quality["met"] is None and "not comparable" in quality["note"]
     assert peer_targets(summarize(runs[:3])["512x512-s4-g1"], "int8", KINDS) == []  # no peer measured
+    no_reference = [dict(r, psnr_vs_diffusers=None) for r in runs if r["variant"] != "diffusers"]
+    _speed, quality, _memory = peer_targets(summarize(no_reference)["512x512-s4-g1"], "int8", KINDS)
+    assert quality["met"] is None and "diffusers' image" in quality["note"]
 
 
 def test_stage_table_lists_runs_with_stages():
