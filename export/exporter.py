@@ -23,6 +23,7 @@ from nanoedge.core.errors import ExportError, InvalidRequestError, require
 from nanoedge.core.limits import DEFAULT_GUIDANCE, DEFAULT_STEPS
 from nanoedge.core.manifest import Manifest
 from nanoedge.core.sizes import Size, parse_size
+from nanoedge.runtime.schedulers import name_for_config as scheduler_name_for_config
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +258,7 @@ def write_package_sections(manifest: Manifest, model, plan: ExportPlan, options:
     scheduler_dir.mkdir()
     (scheduler_dir / "scheduler_config.json").write_text(json.dumps(model.scheduler_config, indent=2) + "\n")
     manifest.set_section(
-        "scheduler", {"config": "scheduler/scheduler_config.json", "default": _scheduler_short_name(model.scheduler_config)}
+        "scheduler", {"config": "scheduler/scheduler_config.json", "default": scheduler_name_for_config(model.scheduler_config)}
     )
     manifest.set_section("latent", {
         "channels": int(model.unet.config.out_channels),
@@ -295,17 +296,6 @@ def write_package_sections(manifest: Manifest, model, plan: ExportPlan, options:
     })
     _write_model_index(stage, model)
 
-
-def _scheduler_short_name(config: dict[str, Any]) -> str:
-    names = {
-        "PNDMScheduler": "pndm",
-        "DDIMScheduler": "ddim",
-        "EulerDiscreteScheduler": "euler",
-        "EulerAncestralDiscreteScheduler": "euler_a",
-        "DPMSolverMultistepScheduler": "dpmpp_2m",
-        "LCMScheduler": "lcm",
-    }
-    return names.get(config.get("_class_name", "PNDMScheduler"), "pndm")
 
 
 def _write_tokenizer(model, stage: Path, manifest: Manifest) -> None:

@@ -38,7 +38,11 @@ class QualityGate:
         if not math.isfinite(self.min_responsiveness) or self.min_responsiveness < 0:
             raise InvalidRequestError(f"min_responsiveness must be a ratio >= 0, got {self.min_responsiveness}", param="min_responsiveness")
         if not 0 < self.max_size_ratio <= 1:
-            raise InvalidRequestError(f"max_size_ratio must be in (0, 1], got {self.max_size_ratio}", param="max_size_ratio")
+            raise InvalidRequestError(
+                f"max_size_ratio must be in (0, 1], got {self.max_size_ratio}",
+                hint="0.35 keeps the UNet at most 35% of its FP32 bytes",
+                param="max_size_ratio",
+            )
 
     def shortfalls(self, report: dict[str, Any]) -> list[str]:
         """Human-readable figures that missed the gate; empty when the report passes."""

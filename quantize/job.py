@@ -21,7 +21,6 @@ from nanoedge.core.manifest import COMPONENTS, Manifest
 
 from .calibration import CALIBRATION, EVALUATION, TrajectoryStore, record_trajectories, spread
 from .checks import calibration_settings, resolve_schemes
-from .gate import QualityGate
 from .options import ProgressCallback, QuantizeOptions
 from .prompts import load_prompts, split_prompts
 from .recipes import Recipe, recipe_for
@@ -51,7 +50,7 @@ class QuantizationJob:
         self.work = work
         self.progress = progress
         self.schemes = resolve_schemes(options.scheme, options.components)
-        self.gate = QualityGate(options.min_component_psnr, options.min_psnr, options.min_responsiveness, options.max_size_ratio)
+        self.gate = options.gate()
         prompts = load_prompts(options.prompts_file)
         self.calibration_prompts, self.eval_prompts = split_prompts(prompts, options.calibration_prompts, options.eval_prompts)
         self.settings = calibration_settings(source, options)

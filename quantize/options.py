@@ -6,13 +6,14 @@ Library errors name these fields (``max_attempts``); the CLI maps fields to its 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from nanoedge.core.errors import InvalidRequestError
 from nanoedge.core.manifest import Manifest
+
+from .gate import QualityGate
 
 # progress(stage, done, total); total == 0 announces a stage that has no count.
 ProgressCallback = Callable[[str, int, int], None]
@@ -58,17 +59,11 @@ class QuantizeOptions:
                 raise InvalidRequestError(f"{name} must be >= 1, got {getattr(self, name)}", param=name)
         if self.threads is not None and self.threads < 1:
             raise InvalidRequestError(f"threads must be >= 1, got {self.threads}", param="threads")
-        for name in ("min_component_psnr", "min_psnr"):
-            if not math.isfinite(getattr(self, name)):
-                raise InvalidRequestError(f"{name} must be a number of dB, got {getattr(self, name)}", param=name)
-        if not math.isfinite(self.min_responsiveness) or self.min_responsiveness < 0:
-            raise InvalidRequestError(f"min_responsiveness must be a ratio >= 0, got {self.min_responsiveness}", param="min_responsiveness")
-        if not 0 < self.max_size_ratio <= 1:
-            raise InvalidRequestError(
-                f"max_size_ratio must be in (0, 1], got {self.max_size_ratio}",
-                hint="0.35 keeps the UNet at most 35% of its FP32 bytes",
-                param="max_size_ratio",
-            )
+        self.gate()
+
+    def gate(self) -> QualityGate:
+        """The quality gate these options ask for (its constructor checks the thresholds)."""
+        return QualityGate(self.min_component_psnr, self.min_psnr, self.min_responsiveness, self.max_size_ratio)
 
 
 @dataclass

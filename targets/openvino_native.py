@@ -35,10 +35,11 @@ from nanoedge.core import settings
 from nanoedge.core.errors import InvalidRequestError, PackageError, TargetUnavailableError
 from nanoedge.core.settings import cache_dir
 
+from .plugins import openvino_precision_hint
+
 log = logging.getLogger(__name__)
 
 #: NANOEDGE_OPENVINO_PRECISION values -> OpenVINO's INFERENCE_PRECISION_HINT.
-PRECISIONS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16": "f16"}
 INSTALL_HINT = 'pip install "nanoedge[openvino-native]" (the openvino package)'
 
 _core = None
@@ -86,14 +87,9 @@ def compile_config(threads: int | None) -> dict[str, Any]:
     config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)
-    precision = settings.openvino_precision()
+    precision = openvino_precision_hint()
     if precision:
-        if precision not in PRECISIONS:
-            raise InvalidRequestError(
-                f"NANOEDGE_OPENVINO_PRECISION={precision!r} is not a precision OpenVINO knows",
-                hint=f"use one of {', '.join(sorted(set(PRECISIONS)))}",
-            )
-        config["INFERENCE_PRECISION_HINT"] = PRECISIONS[precision]
+        config["INFERENCE_PRECISION_HINT"] = precision
     if settings.openvino_cache():
         folder = cache_dir() / "openvino-native"
         folder.mkdir(parents=True, exist_ok=True)

@@ -82,6 +82,23 @@ def plugin_devices(profile: TargetProfile) -> list:
 OPENVINO_PRECISIONS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16": "f16"}
 
 
+def openvino_precision_hint() -> str | None:
+    """NANOEDGE_OPENVINO_PRECISION as OpenVINO's INFERENCE_PRECISION_HINT (None: OpenVINO's default).
+
+    Shared by the plugin EP (openvino-cpu) and OpenVINO's own runtime (openvino-native), so the
+    variable means the same on both; a value OpenVINO does not know is refused with the list.
+    """
+    precision = settings.openvino_precision()
+    if not precision:
+        return None
+    if precision not in OPENVINO_PRECISIONS:
+        raise InvalidRequestError(
+            f"NANOEDGE_OPENVINO_PRECISION={precision!r} is not a precision OpenVINO knows",
+            hint=f"use one of {', '.join(sorted(set(OPENVINO_PRECISIONS)))}",
+        )
+    return OPENVINO_PRECISIONS[precision]
+
+
 def plugin_provider_options(profile: TargetProfile, threads: int | None = None) -> dict[str, str]:
     """Options for add_provider_for_devices: QNN's backend library; OpenVINO's threads, cache, precision."""
     options = dict(profile.provider_options.get(profile.accelerator, {}))
@@ -112,14 +129,9 @@ def _openvino_options(profile: TargetProfile, threads: int | None) -> dict[str, 
         folder = cache_dir() / "openvino-cpu"
         folder.mkdir(parents=True, exist_ok=True)
         config["CACHE_DIR"] = str(folder)
-    precision = settings.openvino_precision()
+    precision = openvino_precision_hint()
     if precision:
-        if precision not in OPENVINO_PRECISIONS:
-            raise InvalidRequestError(
-                f"NANOEDGE_OPENVINO_PRECISION={precision!r} is not a precision OpenVINO knows",
-                hint=f"use one of {', '.join(sorted(set(OPENVINO_PRECISIONS)))}",
-            )
-        config["INFERENCE_PRECISION_HINT"] = OPENVINO_PRECISIONS[precision]
+        config["INFERENCE_PRECISION_HINT"] = precision
     if config:
         options["load_config"] = json.dumps({profile.plugin_device.get("ov_device", "CPU"): config})
     return options

@@ -25,6 +25,7 @@ from .pndm import PNDMScheduler
 
 __all__ = [
     "SCHEDULER_NAMES",
+    "name_for_config",
     "DDIMScheduler",
     "DPMSolverMultistepScheduler",
     "EulerAncestralScheduler",
@@ -91,6 +92,16 @@ def _squash(name: str) -> str:
 
 def _known() -> str:
     return ", ".join(SCHEDULER_NAMES) + " (also dpmpp_2m_karras and diffusers class names)"
+
+
+def name_for_config(config: Mapping[str, Any]) -> str:
+    """Our name for the scheduler a diffusers config's ``_class_name`` names.
+
+    "pndm" (SD 1.x's default) when the config names none or a class nanoedge does not run: the
+    package then still has a working default, and ``make_scheduler(None, config)`` says why.
+    """
+    class_name = config.get("_class_name", "PNDMScheduler")
+    return _DIFFUSERS_CLASSES.get(class_name, "pndm") if isinstance(class_name, str) else "pndm"
 
 
 def make_scheduler(
