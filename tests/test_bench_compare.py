@@ -104,14 +104,14 @@ def test_charts_write_png(tmp_path: Path):
 def test_plan_interleaves_variants_and_places_scaling():
     import argparse
 
-    import compare
+    import compare_run
 
     args = argparse.Namespace(variants=[("diffusers", "diffusers", "d"), ("int8", "nanoedge", "i"), ("fp32", "nanoedge", "f")],
                               scaling_variants=["int8"], scaling_rounds=1, scaling=[parse_config("256x256:2:1")], rounds=2,
                               scaling_after=1, config=[parse_config("512x512:25:7.5"), parse_config("512x512:4:1")])
-    plan = [(phase, config.key, rnd, variant[0]) for phase, config, rnd, variant in compare.build_plan(args)]
+    plan = [(phase, config.key, rnd, variant[0]) for phase, config, rnd, variant in compare_run.build_plan(args)]
     assert plan[:3] == [("main", "512x512-s25-g7.5", 1, v) for v in ("diffusers", "int8", "fp32")]
     assert plan[6] == ("scaling", "256x256-s2-g1", 1, "int8") and len(plan) == 13
     assert plan[7:10] == [("main", "512x512-s25-g7.5", 2, v) for v in ("diffusers", "int8", "fp32")]
     args.scaling_after = None
-    assert compare.build_plan(args)[-1][0] == "scaling"
+    assert compare_run.build_plan(args)[-1][0] == "scaling"

@@ -116,7 +116,7 @@ def test_cpu_heading_prefers_cpuinfo():
 
 
 def test_section_and_full_report_on_canned_records(tmp_path: Path):
-    import compare
+    import compare_output
     from PIL import Image
 
     work, out = tmp_path / "work", tmp_path / "out"
@@ -145,7 +145,7 @@ def test_section_and_full_report_on_canned_records(tmp_path: Path):
     }
     (work / "meta.json").write_text(json.dumps(meta))
     (work / "runs.jsonl").write_text("\n".join(json.dumps(r) for r in runs) + "\n")
-    result = compare.report(work, out)
+    result = compare_output.report(work, out)
     md = (out / "compare.md").read_text()
     assert "## Peers on AVX-512-VNNI+BF16" in md and "n/a (own RNG)" in md
     assert result["peers"]["targets"]["512x512-s4-g1"][0]["met"] is True
