@@ -150,8 +150,7 @@ def explained_variance(vae_folder: "str | Path", scenes: int = 1500, seed: int =
     """
     from diffusers import AutoencoderKL
 
-    from nanoedge.export.training.data import render_scene_set
-    from nanoedge.export.training.train import encode_latents
+    from nanoedge.export.training.data import encode_latents, render_scene_set
 
     data = render_scene_set(seed, scenes)
     vae = AutoencoderKL.from_pretrained(Path(vae_folder) / "vae").eval()
@@ -295,9 +294,8 @@ def layout_probe(
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from nanoedge.export.training.configs import TEXT_MAX_LENGTH, UNET_CONFIG, text_encoder_config
-    from nanoedge.export.training.data import draw_captions, render_scene_set
+    from nanoedge.export.training.data import draw_captions, encode_latents, render_scene_set
     from nanoedge.export.training.tokenizer import BOS, EOS, PAD, build_tokenizer
-    from nanoedge.export.training.train import encode_latents
     from nanoedge.runtime.demo.judge import judge_image
     from nanoedge.runtime.demo.world import evaluation_prompts
 
@@ -375,9 +373,9 @@ def prompt_use_probe(
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from nanoedge.export.training.configs import TEXT_MAX_LENGTH, scheduler_config, text_encoder_config, unet_config
-    from nanoedge.export.training.data import draw_captions, render_scene_set
+    from nanoedge.export.training.data import draw_captions, encode_latents, render_scene_set
+    from nanoedge.export.training.objective import loss_weights, sample_timesteps, training_target
     from nanoedge.export.training.tokenizer import BOS, EOS, PAD, build_tokenizer
-    from nanoedge.export.training.train import encode_latents, loss_weights, sample_timesteps, training_target
     from nanoedge.runtime.demo.world import caption_for
 
     seed, batch = 0, 32

@@ -23,7 +23,7 @@ def test_planes_run_from_minus_one_to_one_along_x_and_y():
 
 
 def _demo_unet(coordinates: bool):
-    from nanoedge.export.training.train import build_unet
+    from nanoedge.export.training.checkpoint import build_unet
 
     torch.manual_seed(0)
     return build_unet(True, True, coordinates).eval()
@@ -63,9 +63,9 @@ def test_export_puts_the_planes_inside_the_graph_and_keeps_four_channel_latents(
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from nanoedge.export import ExportOptions, export_package
+    from nanoedge.export.training.checkpoint import save_demo_checkpoint
     from nanoedge.export.training.configs import TEXT_MAX_LENGTH, VAE_CONFIG, scheduler_config, text_encoder_config
     from nanoedge.export.training.tokenizer import BOS, EOS, PAD, build_tokenizer
-    from nanoedge.export.training.train import save_demo_checkpoint
     from nanoedge.runtime import Pipeline
 
     tokenizer = build_tokenizer(TEXT_MAX_LENGTH)

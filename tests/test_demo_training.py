@@ -29,8 +29,7 @@ def test_training_and_runtime_tokenize_prompts_identically(tmp_path):
 
 
 def test_vae_crops_hold_the_shape():
-    from nanoedge.export.training.data import render_scene_set
-    from nanoedge.export.training.train import _object_crops
+    from nanoedge.export.training.data import _object_crops, render_scene_set
 
     data = render_scene_set(0, 200)
     crops = _object_crops(data, np.arange(200), 32, np.random.default_rng(0))
@@ -41,7 +40,7 @@ def test_vae_crops_hold_the_shape():
 
 
 def test_learning_rate_warms_up_then_decays_to_a_tenth():
-    from nanoedge.export.training.train import _lr_factor
+    from nanoedge.export.training.objective import _lr_factor
 
     assert _lr_factor(0, 1000, 100) == pytest.approx(0.01)
     assert _lr_factor(99, 1000, 100) == pytest.approx(1.0)
@@ -52,7 +51,7 @@ def test_v_prediction_target_matches_diffusers_velocity():
     from diffusers import DDPMScheduler
 
     from nanoedge.export.training.configs import scheduler_config
-    from nanoedge.export.training.train import training_target
+    from nanoedge.export.training.objective import training_target
 
     schedule = DDPMScheduler.from_config(scheduler_config("v_prediction", True, "trailing"))
     g = torch.Generator().manual_seed(0)
@@ -93,7 +92,7 @@ def test_zero_terminal_snr_schedule_ends_in_pure_noise_and_the_runtime_samples_i
 
 
 def test_loss_weights_cap_easy_steps_and_keep_the_pure_noise_step():
-    from nanoedge.export.training.train import loss_weights
+    from nanoedge.export.training.objective import loss_weights
 
     snr = torch.tensor([0.0, 0.5, 4.0, 100.0])
     v = loss_weights(snr, 5.0, "v_prediction")
@@ -106,7 +105,7 @@ def test_loss_weights_cap_easy_steps_and_keep_the_pure_noise_step():
 def test_v_weighting_epsilon_weights_the_clean_image_error_as_the_epsilon_objective_does():
     """Squared v error = (snr + 1) x squared clean-image error, epsilon's = snr x it: so the
     two objectives weight the clean-image error alike (min(snr, gamma))."""
-    from nanoedge.export.training.train import loss_weights
+    from nanoedge.export.training.objective import loss_weights
 
     snr = torch.tensor([0.0, 0.5, 4.0, 100.0])
     v = loss_weights(snr, 5.0, "v_prediction", "epsilon") * (snr + 1)
@@ -118,7 +117,7 @@ def test_v_weighting_epsilon_weights_the_clean_image_error_as_the_epsilon_object
 
 def test_training_command_line_sets_boolean_and_schedule_options():
     from nanoedge.export.training.__main__ import parse_args
-    from nanoedge.export.training.train import TrainConfig
+    from nanoedge.export.training.recipe import TrainConfig
 
     _, default = parse_args(["-o", "x"])
     assert default == TrainConfig()
@@ -129,7 +128,7 @@ def test_training_command_line_sets_boolean_and_schedule_options():
 
 
 def test_timestep_power_one_is_the_uniform_draw_and_above_one_favours_noise():
-    from nanoedge.export.training.train import sample_timesteps
+    from nanoedge.export.training.objective import sample_timesteps
 
     uniform = sample_timesteps(64, 1000, 1.0, torch.Generator().manual_seed(3))
     assert torch.equal(uniform, torch.randint(0, 1000, (64,), generator=torch.Generator().manual_seed(3)))
@@ -199,7 +198,8 @@ def test_init_from_continues_a_checkpoint_and_records_the_whole_chain(tmp_path):
 
     from diffusers import UNet2DConditionModel
 
-    from nanoedge.export.training.train import TrainConfig, train_demo
+    from nanoedge.export.training.recipe import TrainConfig
+    from nanoedge.export.training.train import train_demo
 
     shipped = Path(__file__).resolve().parents[1] / "models" / "demo-checkpoint"
     earlier = json.loads((shipped / "training.json").read_text())
@@ -220,8 +220,9 @@ def test_init_from_refuses_a_checkpoint_the_flags_do_not_describe(tmp_path):
     import json
     from pathlib import Path
 
+    from nanoedge.export.training.checkpoint import load_for_fine_tuning
+    from nanoedge.export.training.recipe import TrainConfig
     from nanoedge.export.training.tokenizer import build_tokenizer
-    from nanoedge.export.training.train import TrainConfig, load_for_fine_tuning
 
     shipped = Path(__file__).resolve().parents[1] / "models" / "demo-checkpoint"
     recipe = TrainConfig.from_record(json.loads((shipped / "training.json").read_text())["recipe"])
@@ -245,7 +246,8 @@ def test_later_phases_in_one_run_equal_a_chain_of_init_from_runs(tmp_path):
 
     from safetensors.torch import load_file
 
-    from nanoedge.export.training.train import TrainConfig, train_demo
+    from nanoedge.export.training.recipe import TrainConfig
+    from nanoedge.export.training.train import train_demo
 
     shipped = Path(__file__).resolve().parents[1] / "models" / "demo-checkpoint"
     base = dataclasses.replace(
@@ -268,7 +270,7 @@ def test_later_phases_in_one_run_equal_a_chain_of_init_from_runs(tmp_path):
 
 
 def test_later_phases_parse_and_refuse_malformed_items():
-    from nanoedge.export.training.train import Phase, TrainConfig, training_phases
+    from nanoedge.export.training.recipe import Phase, TrainConfig, training_phases
 
     phases = training_phases(
         TrainConfig(
@@ -324,7 +326,7 @@ def test_default_recipe_is_the_one_the_shipped_checkpoint_was_trained_with():
     import json
     from pathlib import Path
 
-    from nanoedge.export.training.train import TrainConfig, training_phases
+    from nanoedge.export.training.recipe import TrainConfig, training_phases
 
     shipped = Path(__file__).resolve().parents[1] / "models" / "demo-checkpoint"
     record = json.loads((shipped / "training.json").read_text())
@@ -344,7 +346,7 @@ def test_default_recipe_is_the_one_the_shipped_checkpoint_was_trained_with():
 
 
 def test_a_recorded_recipe_without_later_fields_means_what_the_trainer_then_did():
-    from nanoedge.export.training.train import TrainConfig, training_phases
+    from nanoedge.export.training.recipe import TrainConfig, training_phases
 
     old = {"unet_steps": 5, "unet_lr": 1e-3, "timestep_power": 2.0}  # written before phases existed
     (phase,) = training_phases(TrainConfig.from_record(old))

@@ -4,6 +4,7 @@ May import nanoedge.runtime (the demo world), targets and core; never nanoedge.q
 ``python -m nanoedge.export.training -o DIR`` runs the whole recipe; see docs/demo-model.md.
 """
 
-from .train import TrainConfig, train_demo
+from .recipe import TrainConfig
+from .train import train_demo
 
 __all__ = ["TrainConfig", "train_demo"]

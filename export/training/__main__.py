@@ -11,7 +11,8 @@ import dataclasses
 import logging
 import sys
 
-from .train import TrainConfig, train_demo
+from .recipe import TrainConfig
+from .train import train_demo
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, TrainConfig]:
