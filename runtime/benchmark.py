@@ -20,7 +20,8 @@ from typing import Any, Callable
 
 from nanoedge.targets.cpuinfo import cpu_info
 
-from .pipeline import GenerationRequest, Pipeline
+from .pipeline import Pipeline
+from .requests import GenerationRequest
 
 
 @dataclass

@@ -12,8 +12,7 @@ import logging
 import os
 import secrets
 from collections import OrderedDict
-from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -28,65 +27,13 @@ from nanoedge.targets.resolve import resolve_target_with_reason
 
 from .images import decoded_to_pil
 from .preview import DenoiseStep, LinearPreview, StepCallback, decoded_to_rgb, denoised_estimate, prediction_type
+from .requests import CancelCheck, GenerationCancelled, GenerationRequest, GenerationResult, Observer, ProgressCallback, ResolvedRequest
 from .schedulers import SCHEDULER_NAMES, make_scheduler
 from .schedulers.base import make_alphas_cumprod
 from .session_set import SessionSet
 from .tokenizer import PromptTokenizer
 
 log = logging.getLogger(__name__)
-
-ProgressCallback = Callable[[int, int], None]
-# cancel(): polled before every denoising step and before decoding; True stops the batch
-# StepCallback (from .preview): on_step(DenoiseStep) after each denoising step, latents included
-CancelCheck = Callable[[], bool]
-# observer(component, inputs, output): sees every model call, e.g. to record calibration data
-Observer = Callable[[str, dict, np.ndarray], None]
-
-
-class GenerationCancelled(Exception):
-    """``generate_batch``'s ``cancel`` check said stop; no images were made."""
-
-
-@dataclass
-class GenerationRequest:
-    """One caller's ask; ``None`` fields take the package defaults."""
-
-    prompt: str
-    negative_prompt: str | None = None
-    n: int = 1
-    seed: int | None = None
-    size: "str | Size | None" = None
-    steps: int | None = None
-    guidance: float | None = None
-    scheduler: str | None = None
-
-
-@dataclass(frozen=True)
-class ResolvedRequest:
-    """A request with every default filled in and every value checked."""
-
-    prompt: str
-    negative_prompt: str
-    n: int
-    seed: int
-    run_size: Size
-    output_size: Size
-    steps: int
-    guidance: float
-    scheduler: str
-
-    def batch_key(self) -> tuple:
-        """Requests with equal keys can share UNet calls (output sizes may differ)."""
-        return (self.run_size, self.steps, self.guidance, self.scheduler)
-
-
-@dataclass
-class GenerationResult:
-    images: list[Image.Image]
-    request: ResolvedRequest
-    truncated_prompt: bool = False
-    timings: dict[str, float] = field(default_factory=dict)
-
 
 def _as_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) and not (isinstance(value, float) and value.is_integer()):

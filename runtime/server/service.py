@@ -18,7 +18,8 @@ from typing import Any, Awaitable, Callable
 
 from nanoedge import __version__
 from nanoedge.core.errors import InvalidRequestError
-from nanoedge.runtime.pipeline import GenerationRequest, GenerationResult, Pipeline, ResolvedRequest
+from nanoedge.runtime.pipeline import Pipeline
+from nanoedge.runtime.requests import GenerationRequest, GenerationResult, ResolvedRequest
 
 from .cache import ResultCache, package_fingerprint
 from .encoding import encode_images

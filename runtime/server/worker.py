@@ -36,8 +36,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
-from nanoedge.runtime.pipeline import CancelCheck, GenerationCancelled, GenerationResult, ResolvedRequest
 from nanoedge.runtime.preview import DenoiseStep, StepCallback
+from nanoedge.runtime.requests import CancelCheck, GenerationCancelled, GenerationResult, ResolvedRequest
 
 log = logging.getLogger(__name__)
 
