@@ -245,6 +245,30 @@ def quantizable_nodes(model, recipe) -> list[QuantNode]:
     return result
 
 
+def read_inputs_before_qdq(graph, node_names: "set[str]") -> int:
+    """Rewire inputs of ``node_names`` that read through a QuantizeLinear -> DequantizeLinear pair
+    to the float tensor in front of the pair, in place; returns how many inputs changed.
+
+    Quantized weights (initializer -> DequantizeLinear, no QuantizeLinear) stay as they are.
+    The pairs are left in the graph: the caller sweeps the ones nobody reads any more.
+    """
+    producers = {o: n for n in graph.node for o in n.output}
+    changed = 0
+    for node in graph.node:
+        if node.name not in node_names:
+            continue
+        for slot, name in enumerate(node.input):
+            dq = producers.get(name)
+            if dq is None or dq.op_type != "DequantizeLinear":
+                continue
+            q = producers.get(dq.input[0])
+            if q is None or q.op_type != "QuantizeLinear":
+                continue  # a quantized weight (initializer) or something else: leave it
+            node.input[slot] = q.input[0]
+            changed += 1
+    return changed
+
+
 def _tensor_bytes(tensor) -> int:
     count = 1
     for dim in tensor.dims:

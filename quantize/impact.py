@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .graphs import read_inputs_before_qdq
 from .metrics import RunningError
 from .ranges import analysis_session, split_batch
 
@@ -61,21 +62,14 @@ def float_activations(graph, node_names: "set[str]") -> int:
     """
     from nanoedge.core.onnx_graph import remove_unread_nodes
 
-    producers = {o: n for n in graph.node for o in n.output}
     readers: dict[str, list] = {}
     for n in graph.node:
         for slot, name in enumerate(n.input):
             readers.setdefault(name, []).append((n, slot))
-    changed = 0
+    changed = read_inputs_before_qdq(graph, node_names)
     for node in graph.node:
         if node.name not in node_names:
             continue
-        for slot, name in enumerate(node.input):
-            dq = producers.get(name)
-            q = producers.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
-            if q is not None and q.op_type == "QuantizeLinear":
-                node.input[slot] = q.input[0]
-                changed += 1
         for out in node.output:
             for q, _ in readers.get(out, []):
                 if q.op_type != "QuantizeLinear":
@@ -84,8 +78,9 @@ def float_activations(graph, node_names: "set[str]") -> int:
                     if dq.op_type != "DequantizeLinear":
                         continue
                     for reader, slot in readers.get(dq.output[0], []):
-                        reader.input[slot] = out
-                        changed += 1
+                        if reader.input[slot] != out:  # a float-kept reader already rewired above
+                            reader.input[slot] = out
+                            changed += 1
     remove_unread_nodes(graph, ("QuantizeLinear", "DequantizeLinear"))
     return changed
 

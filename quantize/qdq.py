@@ -85,20 +85,9 @@ def restore_float_inputs(model_path: Path, float_nodes: "set[str]") -> int:
 
     model = onnx.load(str(model_path), load_external_data=False)
     graph = model.graph
-    producers = {o: n for n in graph.node for o in n.output}
-    changed = 0
-    for node in graph.node:
-        if node.name not in float_nodes:
-            continue
-        for slot, name in enumerate(node.input):
-            dq = producers.get(name)
-            if dq is None or dq.op_type != "DequantizeLinear":
-                continue
-            q = producers.get(dq.input[0])
-            if q is None or q.op_type != "QuantizeLinear":
-                continue  # a quantized weight (initializer) or something else: leave it
-            node.input[slot] = q.input[0]
-            changed += 1
+    from .graphs import read_inputs_before_qdq
+
+    changed = read_inputs_before_qdq(graph, float_nodes)
     if changed:
         from nanoedge.core.onnx_graph import remove_unread_nodes
 

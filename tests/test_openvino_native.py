@@ -227,39 +227,12 @@ def test_auto_never_picks_an_unusable_target(tiny_package: Path, monkeypatch, tm
 
 
 def test_bench_auto_says_which_target_and_why(tiny_package: Path, tmp_path: Path):
-    proc = run_cli(
-        "bench",
-        str(tiny_package),
-        "--target",
-        "auto",
-        "--repeats",
-        "1",
-        "--warmup",
-        "0",
-        "--no-cold-start",
-        "--steps",
-        "2",
-        env={"NANOEDGE_CACHE_DIR": str(tmp_path)},
-    )
+    bench = ("bench", str(tiny_package), "--target", "auto", "--repeats", "1", "--warmup", "0", "--no-cold-start", "--steps", "2")
+    env = {"NANOEDGE_CACHE_DIR": str(tmp_path)}
+    proc = run_cli(*bench, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "target auto ->" in proc.stdout and "CPU " in proc.stdout
-    record = json.loads(
-        run_cli(
-            "bench",
-            str(tiny_package),
-            "--target",
-            "auto",
-            "--repeats",
-            "1",
-            "--warmup",
-            "0",
-            "--no-cold-start",
-            "--steps",
-            "2",
-            "--json",
-            env={"NANOEDGE_CACHE_DIR": str(tmp_path)},
-        ).stdout
-    )
+    record = json.loads(run_cli(*bench, "--json", env=env).stdout)
     assert record["target"] in ("cpu", "openvino-native", "openvino-cpu") and record["target_reason"]
     assert {"model", "vendor", "features", "kind"} <= set(record["cpu"])
 
