@@ -84,6 +84,27 @@ def serve(source: "Pipeline | Callable[[], Pipeline]", settings=None, *, wait: b
         thread.join(15)
 
 
+@contextlib.contextmanager
+def serve_asgi(app) -> Iterator[str]:
+    """Run any ASGI app (a test's fake upstream) under uvicorn on a free port; yields its base URL."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=1))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
+
+
 class GatedPipeline:
     """A real pipeline whose generate_batch waits for ``gate`` (to hold the worker busy) and
     records every batch it runs, so tests can see batching and dropped work."""

@@ -59,6 +59,25 @@ def test_runtime_and_targets_modules_import_lean():
     assert proc.stdout.strip() == ""
 
 
+def test_serve_needs_httpx_only_with_an_upstream(tiny_package):
+    """httpx (the overflow client) is imported only when --upstream is used; without it,
+    ``--upstream`` fails with the install hint instead of a traceback."""
+    pytest.importorskip("starlette")
+    code = (
+        "import sys\n"
+        "sys.modules['httpx'] = None  # any 'import httpx' now raises ImportError\n"
+        "from click.testing import CliRunner\n"
+        "from nanoedge.runtime.server import ServerSettings, create_app\n"
+        "from nanoedge.cli.main import cli\n"
+        "create_app(lambda: None, ServerSettings())\n"
+        "assert CliRunner().invoke(cli, ['serve', '--help']).exit_code == 0\n"
+        f"result = CliRunner().invoke(cli, ['serve', '-m', {str(tiny_package)!r}, '--upstream', 'http://127.0.0.1:9/v1'])\n"
+        "assert result.exit_code != 0 and \"pip install 'nanoedge[serve]'\" in result.output, result.output\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_base_install_depends_on_no_heavy_package():
     requirements = metadata.requires("nanoedge") or []
     base = [r for r in requirements if "extra ==" not in r]

@@ -24,7 +24,7 @@ import re
 import secrets
 import threading
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -44,6 +44,9 @@ from .settings import ServerSettings
 from .streaming import SSE_HEADERS, ImageStream
 from .validation import parse_image_request, parse_json_body
 
+if TYPE_CHECKING:  # imported at run time only with --upstream: it needs httpx
+    from .overflow import Overflow
+
 log = logging.getLogger(__name__)
 
 PipelineSource = Pipeline | Callable[[], Pipeline]
@@ -59,6 +62,8 @@ class ServerState:
         self.service: ImageService | None = None
         self.error: str | None = None
         self._on_fatal = on_fatal
+        #: Hybrid overflow (overflow.py), when settings.upstream is set; built by create_app.
+        self.overflow: Overflow | None = None
         self.metrics.gauge("nanoedge_ready", lambda: float(self.status == "ready"))
 
     def load(self, source: PipelineSource) -> None:
@@ -140,6 +145,13 @@ async def create_image(request: Request) -> Response:
     state = _state(request)
     service = state.ready_service()
     raw = await _read_body(request, state.settings.max_body_bytes)
+    if state.overflow is not None:  # --upstream: the policy decides who answers (overflow.py)
+        return await state.overflow.answer(request, raw, service, _generate_locally, lambda: _disconnected(request.receive))
+    return await _generate_locally(request, service, raw)
+
+
+async def _generate_locally(request: Request, service: ImageService, raw: bytes) -> Response:
+    state = _state(request)
     parsed = parse_image_request(parse_json_body(raw), service.styles)
     prepared = service.prepare(parsed)
     if parsed.stream:
@@ -382,6 +394,10 @@ def create_app(
     if settings.playground not in PLAYGROUND_MODES:
         raise ValueError(f"playground must be one of {', '.join(PLAYGROUND_MODES)}, got {settings.playground!r}")
     state = ServerState(settings, on_fatal)
+    if settings.upstream is not None:
+        from .overflow import Overflow
+
+        state.overflow = Overflow(settings.upstream, state.metrics, settings.unavailable_retry_after_s)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
@@ -393,6 +409,8 @@ def create_app(
             state.begin_drain()
             if state.service is not None:
                 await asyncio.to_thread(state.service.stop, settings.drain_timeout_s)
+            if state.overflow is not None:
+                await state.overflow.close()
             log.info("stopped")
 
     routes = [

@@ -60,6 +60,8 @@ class Metrics:
         self.inference_seconds = Histogram(LATENCY_BUCKETS)
         self.gauges: dict[str, Callable[[], float]] = {}
         self.counters: dict[str, tuple[str, Callable[[], float]]] = {}
+        #: name -> (help, {sorted (label, value) pairs: count}), for counters kept here by label.
+        self.labelled: dict[str, tuple[str, dict[tuple[tuple[str, str], ...], int]]] = {}
 
     def observe_request(self, method: str, path: str, status: int, seconds: float) -> None:
         with self._lock:
@@ -79,6 +81,13 @@ class Metrics:
                 self.cache_hits += 1
             else:
                 self.cache_misses += 1
+
+    def increment(self, name: str, help_text: str, **labels: str) -> None:
+        """Add one to the counter ``name`` with these labels (e.g. served_by, status)."""
+        key = tuple(sorted(labels.items()))
+        with self._lock:
+            counts = self.labelled.setdefault(name, (help_text, {}))[1]
+            counts[key] = counts.get(key, 0) + 1
 
     def gauge(self, name: str, read: Callable[[], float]) -> None:
         """Register a value read at scrape time (queue depth, readiness...)."""
@@ -119,6 +128,11 @@ class Metrics:
                 "# TYPE nanoedge_inference_seconds histogram",
                 *self.inference_seconds.render("nanoedge_inference_seconds"),
             ]
+            for name, (help_text, counts) in sorted(self.labelled.items()):
+                out += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
+                for key, count in sorted(counts.items()):
+                    labels = ",".join(f'{label}="{_escape(value)}"' for label, value in key)
+                    out.append(f"{name}{{{labels}}} {count}")
             gauges = dict(self.gauges)
             counters = dict(self.counters)
         for name, (help_text, read) in sorted(counters.items()):

@@ -8,8 +8,32 @@ flags to fields.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+#: The reasons a request may be sent to the upstream (``--overflow-on``); see overflow.py.
+OVERFLOW_REASONS = ("queue-full", "unserved-size", "unserved-model", "local-error")
+DEFAULT_OVERFLOW_ON = ("queue-full", "unserved-size", "unserved-model")
+
+
+@dataclass(frozen=True)
+class UpstreamSettings:
+    """Hybrid overflow to an OpenAI-compatible image API (``--upstream``; overflow.py)."""
+
+    #: Base URL as an SDK's ``base_url`` takes it, e.g. ``https://api.example.com/v1``.
+    url: str
+    #: The bearer key sent upstream (read from the environment by the CLI). Never in a repr.
+    key: str | None = field(default=None, repr=False)
+    #: Local model name -> the name sent upstream (the only change made to a forwarded body).
+    models: tuple[tuple[str, str], ...] = ()
+    overflow_on: tuple[str, ...] = DEFAULT_OVERFLOW_ON
+    #: Seconds one upstream request may take in all (a stream: between two chunks).
+    timeout_s: float = 120.0
+    #: Requests in flight upstream at once; past it a request is answered locally.
+    max_concurrent: int = 16
+    #: Consecutive upstream failures that open the circuit breaker, and its cooldown.
+    breaker_failures: int = 5
+    breaker_cooldown_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -52,6 +76,8 @@ class ServerSettings:
     #: The browser page on ``/`` and ``/playground``: ``open`` (served without a key; its API
     #: calls still need one), ``protected`` (served only with a key) or ``off``.
     playground: str = "open"
+    #: Where requests overflow to (``None``: no upstream, every request is answered here).
+    upstream: UpstreamSettings | None = None
 
     @property
     def auth_enabled(self) -> bool:
