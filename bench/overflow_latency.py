@@ -1,6 +1,6 @@
 """What the overflow hop costs: a request sent to the upstream directly vs through a local server.
 
-    python bench/overflow_latency.py [-m PACKAGE] [--rounds 200] [--json]
+    python bench/overflow_latency.py [-m PACKAGE] [--rounds 200] [--size 512x512] [--json]
 
 Starts two `nanoedge serve` processes on 127.0.0.1 with the same package: the *upstream*
 (with ``--alias remote-model``) and the *local* one (``--upstream`` pointing at the first).
@@ -103,7 +103,7 @@ def timed(client: httpx.Client, method: str, url: str, **kwargs) -> tuple[float,
     return time.perf_counter() - started, response
 
 
-def measure(package: str | None, rounds: int) -> dict:
+def measure(package: str | None, rounds: int, size: str | None = None) -> dict:
     cache = tempfile.mkdtemp(prefix="overflow-cache-")
     model = ["-m", package] if package else []
     upstream = Server("upstream", [*model, "--alias", "remote-model", "--cache-dir", cache])
@@ -111,6 +111,8 @@ def measure(package: str | None, rounds: int) -> dict:
     try:
         local = Server("local", [*model, "--upstream", upstream.api_url, "--cache-max-mb", "0"])
         body = {"model": "remote-model", "prompt": PROMPT, "seed": 1, "response_format": "b64_json"}
+        if size:
+            body["size"] = size
         direct_client, via_client = httpx.Client(timeout=300), httpx.Client(timeout=300)
         direct_url, via_url = f"{upstream.api_url}/images/generations", f"{local.api_url}/images/generations"
         first = direct_client.post(direct_url, json=body)  # generates once and fills the upstream's cache
@@ -146,6 +148,7 @@ def measure(package: str | None, rounds: int) -> dict:
             "cores": os.cpu_count(),
             "load_average": [round(x, 2) for x in os.getloadavg()],
             "rounds": rounds,
+            "size": size or "the package default",
             "image_b64_bytes": len(image),
             "generation": {name: summary(values) for name, values in times.items()},
             "hop_median_ms": statistics.median(hops) * 1e3,
@@ -162,14 +165,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-m", "--model", default=None, help="package folder (default: the built-in model)")
     parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--size", default=None, help="requested size (default: the package's); the PNG relayed grows with it")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args()
-    result = measure(args.model, args.rounds)
+    result = measure(args.model, args.rounds, args.size)
     if args.json:
         print(json.dumps(result, indent=2))
         return
     print(f"CPU: {result['cpu']} ({result['cores']} cores), load average {result['load_average']}")
-    print(f"{result['rounds']} rounds, cache hits, b64_json of {result['image_b64_bytes']} bytes")
+    print(f"{result['rounds']} rounds, size {result['size']}, cache hits, b64_json of {result['image_b64_bytes']} bytes")
     for name, row in result["generation"].items():
         print(f"  POST {name:10s} median {row['median_ms']:7.2f} ms  p10 {row['p10_ms']:7.2f}  p90 {row['p90_ms']:7.2f}")
     print(f"  overflow hop (via_local - direct, median per round): {result['hop_median_ms']:.2f} ms")
