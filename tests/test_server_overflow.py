@@ -171,6 +171,12 @@ class FakeUpstream:
                 yield b'event: image_generation.partial_image\ndata: {"type":"image_generation.partial_image"}\n\n'
                 raise RuntimeError("the fake upstream dies mid-stream")
             return StreamingResponse(broken(), media_type="text/event-stream")
+        if self.mode == "slow-stream":
+            async def slow():
+                yield b'event: image_generation.partial_image\ndata: {"type":"image_generation.partial_image"}\n\n'
+                await asyncio.sleep(5)
+                yield b'event: image_generation.completed\ndata: {"type":"image_generation.completed","b64_json":"AA=="}\n\n'
+            return StreamingResponse(slow(), media_type="text/event-stream")
         if self.mode == "hang":
             await asyncio.sleep(3)
             return JSONResponse({"created": 1, "data": []})
@@ -338,6 +344,20 @@ def test_a_busy_box_answers_its_own_429_when_the_upstream_is_down(local_with_fak
         gated.gate.set()
         for thread in held:
             thread.join(30)
+
+
+def test_a_client_leaving_a_relayed_stream_frees_the_upstream_connection(local_with_fake, fake):
+    with local_with_fake(upstream={"max_concurrent": 1, "timeout_s": 2.0}) as local:  # a pool of one connection
+        fake.mode = "slow-stream"
+        body = json.dumps({"prompt": "x", "model": "remote-only", "stream": True})
+        with httpx.stream("POST", f"{local.api_url}/images/generations", content=body, timeout=10) as response:
+            assert response.headers["x-nanoedge-served-by"] == "upstream"
+            first = next(response.iter_raw())
+            assert b"partial_image" in first
+        wait_until(lambda: local.metric("nanoedge_upstream_in_flight") == 0, 10, "the relay to end")
+        fake.mode = "ok"
+        response = post(local, {"prompt": "next", "model": "remote-only"})  # needs the one pooled connection
+        assert response.status_code == 200, response.text
 
 
 class FailingPipeline:

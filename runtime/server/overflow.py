@@ -31,8 +31,9 @@ import asyncio
 import json
 import logging
 import time
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncGenerator, AsyncIterator, Awaitable, Callable
 
+import anyio
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -271,7 +272,7 @@ class Overflow:
         raise self._upstream_error(_from_envelope(status, answer.body, f"The upstream API refused the request (HTTP {status}).",
                                                   "invalid_request_error", {}))
 
-    async def _relay_stream(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    async def _relay_stream(self, chunks: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
         try:
             async for chunk in chunks:
                 yield chunk
@@ -282,6 +283,10 @@ class Overflow:
             yield error_event(broke)
         finally:
             self.in_flight -= 1
+            # The client may have left mid-stream (this generator is then being cancelled): close
+            # the upstream response anyway, shielded, or its pooled connection would stay taken.
+            with anyio.CancelScope(shield=True):
+                await chunks.aclose()
 
     def _upstream_error(self, error: APIError) -> APIError:
         error.headers[SERVED_BY] = "upstream"

@@ -23,7 +23,7 @@ import asyncio
 import json
 import logging
 from dataclasses import dataclass
-from typing import AsyncIterator, Mapping
+from typing import AsyncGenerator, Mapping
 
 import httpx
 
@@ -54,7 +54,7 @@ class UpstreamAnswer:
     headers: Mapping[str, str]
     body: bytes
     request_id: str | None
-    chunks: AsyncIterator[bytes] | None = None
+    chunks: AsyncGenerator[bytes, None] | None = None
 
 
 def map_model(raw: bytes, body: dict, models: Mapping[str, str]) -> bytes:
@@ -110,7 +110,7 @@ class UpstreamClient:
         return UpstreamAnswer(response.status_code, _relayed(response.headers), content, response.headers.get("x-request-id"))
 
     def _streamed(self, response: httpx.Response) -> UpstreamAnswer:
-        async def chunks() -> AsyncIterator[bytes]:
+        async def chunks() -> AsyncGenerator[bytes, None]:
             try:
                 async for chunk in response.aiter_raw():
                     yield chunk
