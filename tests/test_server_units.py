@@ -399,3 +399,59 @@ def test_read_api_keys(tmp_path, monkeypatch):
         read_api_keys((), None)
     with pytest.raises(InvalidRequestError):
         read_api_keys((), str(tmp_path / "missing"))
+
+
+class LanePipeline:
+    """Fake runner shared by several lanes: each batch waits at ``gate``; records which thread
+    ran it and how many batches ran at once."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.lock = threading.Lock()
+        self.running = 0
+        self.most_at_once = 0
+        self.threads: set[str] = set()
+        self.batches: list[list[str]] = []
+
+    def generate_batch(self, requests, cancel=None, on_step=None):
+        with self.lock:
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+            self.threads.add(threading.current_thread().name)
+        try:
+            self.gate.wait(10)
+            with self.lock:
+                self.batches.append([r.prompt for r in requests])
+            return [GenerationResult(images=[r.prompt] * r.n, request=r) for r in requests]
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def test_worker_lanes_run_batches_side_by_side_from_one_queue():
+    fake = LanePipeline()
+    worker = InferenceWorker(fake, max_queue=2, max_batch=2, lanes=2)
+    worker.start()
+    first, second = worker.submit(_request("a", size=64)), worker.submit(_request("b", size=128))
+    # both lanes hold a batch at the gate; the queue (2) fills up behind them
+    deadline = time.monotonic() + 5
+    while worker.running() < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert worker.running() == 2 and worker.busy()
+    queued = [worker.submit(_request("c", size=64)), worker.submit(_request("d", size=64))]
+    with pytest.raises(QueueFull) as full:  # admission control is the same with several lanes
+        worker.submit(_request("e"))
+    assert full.value.retry_after_s >= 1
+    assert worker.depth() == 2
+    fake.gate.set()
+    for job in [first, second, *queued]:
+        assert job.future.result(10).images == [job.request.prompt]
+    worker.stop(5)
+    assert fake.most_at_once == 2 and len(fake.threads) == 2
+    assert sorted(map(sorted, fake.batches)) == [["a"], ["b"], ["c", "d"]]  # c and d still share one batch
+    assert worker.stats.images == 4 and not worker.busy()
+
+
+def test_worker_refuses_zero_lanes():
+    with pytest.raises(ValueError, match="lanes"):
+        InferenceWorker(LanePipeline(), lanes=0)

@@ -36,6 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from nanoedge.runtime.pipeline import Pipeline
 
 from .errors import APIError, internal_error, unavailable
+from .hosting import Executor
 from .metrics import Metrics
 from .openapi import build_openapi
 from .playground import PAGE_PATHS, PLAYGROUND_MODES, playground
@@ -50,13 +51,18 @@ if TYPE_CHECKING:  # imported at run time only with --upstream: it needs httpx
 log = logging.getLogger(__name__)
 
 PipelineSource = Pipeline | Callable[[], Pipeline]
+#: Builds the executor batches run on (``hosting.py``) once the pipeline is loaded; ``None``: this process.
+HostFactory = Callable[[Pipeline, ServerSettings], Executor]
 
 
 class ServerState:
     """Readiness and the loaded service; shared by every route."""
 
-    def __init__(self, settings: ServerSettings, on_fatal: Callable[[BaseException], None] | None = None) -> None:
+    def __init__(
+        self, settings: ServerSettings, on_fatal: Callable[[BaseException], None] | None = None, host: HostFactory | None = None
+    ) -> None:
         self.settings = settings
+        self._host = host
         self.metrics = Metrics()
         self.status = "loading"  # loading -> ready -> draining; or failed
         self.service: ImageService | None = None
@@ -71,7 +77,8 @@ class ServerState:
         try:
             started = time.perf_counter()
             pipeline = source() if callable(source) else source
-            service = ImageService(pipeline, self.settings, self.metrics)
+            executor = self._host(pipeline, self.settings) if self._host is not None else None
+            service = ImageService(pipeline, self.settings, self.metrics, executor)
             if self.settings.warmup:
                 log.info("warming up %s", service.model_id)
                 service.warm_up()
@@ -96,6 +103,7 @@ class ServerState:
 
     def ready_service(self) -> ImageService:
         if self.status == "ready" and self.service is not None:
+            self.service.executor.check_live()
             return self.service
         if self.status == "loading":
             raise unavailable("The model is still loading; retry in a moment.", "model_loading", self.settings.unavailable_retry_after_s)
@@ -230,7 +238,8 @@ async def image_file(request: Request) -> Response:
 
 
 async def healthz(request: Request) -> Response:
-    return JSONResponse({"status": "ok"})
+    service = _state(request).service
+    return JSONResponse({"status": "ok", **(service.executor.health() if service is not None else {})})
 
 
 async def readyz(request: Request) -> Response:
@@ -386,14 +395,19 @@ def _route_label(scope: Scope, routes: list[BaseRoute]) -> str:
 
 
 def create_app(
-    source: PipelineSource, settings: ServerSettings | None = None, *, on_fatal: Callable[[BaseException], None] | None = None
+    source: PipelineSource,
+    settings: ServerSettings | None = None,
+    *,
+    on_fatal: Callable[[BaseException], None] | None = None,
+    host: HostFactory | None = None,
 ) -> Starlette:
     """Build the ASGI app. ``source`` is a loaded Pipeline or a function that loads one (it is
-    then called in a background thread at startup, so the server answers 503 meanwhile)."""
+    then called in a background thread at startup, so the server answers 503 meanwhile).
+    ``host`` builds the executor the batches run on (e.g. Ray replicas); default: this process."""
     settings = settings or ServerSettings()
     if settings.playground not in PLAYGROUND_MODES:
         raise ValueError(f"playground must be one of {', '.join(PLAYGROUND_MODES)}, got {settings.playground!r}")
-    state = ServerState(settings, on_fatal)
+    state = ServerState(settings, on_fatal, host)
     if settings.upstream is not None:
         from .overflow import Overflow
 

@@ -62,6 +62,7 @@ class Metrics:
         self.counters: dict[str, tuple[str, Callable[[], float]]] = {}
         #: name -> (help, {sorted (label, value) pairs: count}), for counters kept here by label.
         self.labelled: dict[str, tuple[str, dict[tuple[tuple[str, str], ...], int]]] = {}
+        self.collectors: list[Callable[[], list[str]]] = []
 
     def observe_request(self, method: str, path: str, status: int, seconds: float) -> None:
         with self._lock:
@@ -96,6 +97,11 @@ class Metrics:
     def counter(self, name: str, help_text: str, read: Callable[[], float]) -> None:
         """Register a counter kept elsewhere (the worker's), read at scrape time."""
         self.counters[name] = (help_text, read)
+
+    def collector(self, render: Callable[[], list[str]]) -> None:
+        """Register lines (HELP/TYPE and labelled samples) written at scrape time by their
+        owner, e.g. the per-replica series of ``ray_host.py``."""
+        self.collectors.append(render)
 
     def render(self) -> str:
         with self._lock:
@@ -135,8 +141,11 @@ class Metrics:
                     out.append(f"{name}{{{labels}}} {count}")
             gauges = dict(self.gauges)
             counters = dict(self.counters)
+            collectors = list(self.collectors)
         for name, (help_text, read) in sorted(counters.items()):
             out += [f"# HELP {name} {help_text}", f"# TYPE {name} counter", f"{name} {float(read()):g}"]
         for name, read in sorted(gauges.items()):
             out += [f"# TYPE {name} gauge", f"{name} {float(read()):g}"]
+        for render in collectors:
+            out += render()
         return "\n".join(out) + "\n"

@@ -4,6 +4,8 @@ This is where a request meets the model: the model name is resolved (package id 
 style, quality and size are turned into prompt, steps and run/output sizes, the pipeline
 validates the rest, and the work goes either to the result cache (seeded requests) or to the
 inference worker. Nothing here knows about HTTP, so the same logic serves any front.
+Where the worker's batches run (this process, or Ray replicas) is the ``executor``'s business
+(``hosting.py``); ``pipeline`` here is used for names, sizes, validation and token counts.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from nanoedge import __version__
 from nanoedge.core.errors import InvalidRequestError
@@ -25,6 +27,7 @@ from .cache import ResultCache, package_fingerprint
 from .encoding import encode_images
 from .errors import APIError, invalid, model_not_found, queue_full, to_api_error, unavailable
 from .files import ImageStore
+from .hosting import Executor, LocalExecutor, RenderedStep
 from .metrics import Metrics
 from .quality import ECHOABLE as ECHOABLE_QUALITIES
 from .quality import QualityTable
@@ -33,6 +36,11 @@ from .sizing import ECHOABLE_SIZES, SizePlanner
 from .styles import StyleBook
 from .validation import ImageRequest
 from .worker import InferenceWorker, Job, QueueFull, StepListener, WorkerStopped
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from nanoedge.runtime.preview import DenoiseStep
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +75,9 @@ def _created_at(provenance: dict[str, Any]) -> int:
 
 
 class ImageService:
-    def __init__(self, pipeline: Pipeline, settings: ServerSettings, metrics: Metrics) -> None:
+    def __init__(self, pipeline: Pipeline, settings: ServerSettings, metrics: Metrics, executor: Executor | None = None) -> None:
         self.pipeline = pipeline
+        self.executor: Executor = executor if executor is not None else LocalExecutor(pipeline)
         self.settings = settings
         self.metrics = metrics
         manifest = pipeline.manifest
@@ -78,7 +87,13 @@ class ImageService:
         self.styles = StyleBook.from_manifest(manifest)
         self.quality = QualityTable.from_manifest(manifest)
         self.sizes = SizePlanner(pipeline.sizes, manifest.defaults.get("size"), settings.max_pixels)
-        self.worker = InferenceWorker(pipeline, max_queue=settings.max_queue, max_batch=settings.max_batch, on_batch=metrics.observe_batch)
+        self.worker = InferenceWorker(
+            self.executor.runner,
+            max_queue=settings.max_queue,
+            max_batch=settings.max_batch,
+            on_batch=metrics.observe_batch,
+            lanes=self.executor.lanes,
+        )
         self.cache: ResultCache | None = None
         if settings.cache_dir is not None and settings.cache_max_mb > 0:
             namespace = f"{package_fingerprint(pipeline.manifest.files)}:{__version__}:{pipeline.profile.name}:{pipeline.two_pass}"
@@ -104,26 +119,24 @@ class ImageService:
             "Batches of several requests that failed and were retried request by request, so only the failing request got the error.",
             lambda: stats.isolated_batches,
         )
+        self.executor.register_metrics(metrics)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
         self.worker.start()
 
     def warm_up(self) -> float:
-        """Run one tiny generation (smallest size, one step) so the first client does not pay
-        for onnxruntime's first-run allocations. Returns the seconds it took."""
-        started = time.perf_counter()
-        rules = self.pipeline.sizes
-        m = rules.multiple_of
-        side = max(m, -(-rules.minimum // m) * m)
-        size = rules.static or f"{side}x{side}"
-        request = self.pipeline.resolve(GenerationRequest("warm-up", n=1, seed=0, size=size, steps=1))
-        self.pipeline.generate_batch([request])
-        return time.perf_counter() - started
+        """Warm up where the batches run (see :meth:`Executor.warm_up`); seconds taken."""
+        return self.executor.warm_up()
 
     def stop(self, timeout: float | None = None) -> None:
         self.worker.stop(timeout)
         self.files.close()
+        self.executor.close()
+
+    def preview(self, step: "DenoiseStep | RenderedStep", rows: slice) -> "np.ndarray":
+        """Preview pixels of ``rows`` at ``step``, rendered here or already by a replica."""
+        return self.executor.preview(step, rows)
 
     # -- requests ------------------------------------------------------------------------------
     def resolve_model(self, name: str | None) -> str:
@@ -187,10 +200,11 @@ class ImageService:
             return None
         return ImageBatch(cached[0], prepared.request.output_format, prepared.resolved.seed, "hit")
 
-    def submit(self, prepared: PreparedRequest, on_step: StepListener | None = None) -> Job:
-        """Queue the request for the worker; APIError 429 (queue full) or 503 (shutting down)."""
+    def submit(self, prepared: PreparedRequest, on_step: StepListener | None = None, previews: int = 0) -> Job:
+        """Queue the request for the worker; APIError 429 (queue full) or 503 (shutting down).
+        ``previews``: how many preview steps ``on_step`` wants."""
         try:
-            return self.worker.submit(prepared.resolved, on_step)
+            return self.worker.submit(prepared.resolved, on_step, previews)
         except QueueFull as full:
             raise queue_full(full.retry_after_s) from None
         except WorkerStopped:

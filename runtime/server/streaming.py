@@ -41,6 +41,7 @@ from nanoedge.runtime.preview import DenoiseStep, preview_steps
 
 from .encoding import encode_image
 from .errors import APIError, internal_error
+from .hosting import RenderedStep
 from .quality import ECHOABLE as ECHOABLE_QUALITIES
 from .service import ImageBatch, ImageService, PreparedRequest
 from .sizing import ECHOABLE_SIZES
@@ -78,7 +79,7 @@ class ImageStream:
         """Cache lookup and queueing; raises APIError (429/503) while an error answer is still possible."""
         self.hit = await self.service.cached(self.prepared)
         if self.hit is None:
-            self.job = self.service.submit(self.prepared, self._on_step if self._wanted else None)
+            self.job = self.service.submit(self.prepared, self._on_step if self._wanted else None, self._wanted)
 
     @property
     def seed(self) -> int:
@@ -91,7 +92,7 @@ class ImageStream:
         return "miss" if self.prepared.cache_key is not None and self.service.cache is not None else None
 
     # -- inference thread ----------------------------------------------------------------------
-    def _on_step(self, step: DenoiseStep, rows: slice, first_image: int) -> None:
+    def _on_step(self, step: "DenoiseStep | RenderedStep", rows: slice, first_image: int) -> None:
         if self._steps is None:
             self._steps = preview_steps(step.total, self._wanted)
         if step.index not in self._steps:
@@ -100,7 +101,7 @@ class ImageStream:
         if (index, first_image) in self._sent:
             return
         self._sent.add((index, first_image))
-        pixels = self.service.pipeline.preview(step, rows)
+        pixels = self.service.preview(step, rows)
         for offset, image in enumerate(pixels):
             # Encoded here, between two UNet steps, rather than in another thread: a hand-off
             # per preview cost more wall time on a busy 2-core box than the encode itself

@@ -23,6 +23,12 @@ A job may carry an ``on_step`` listener (a streamed request that wants previews)
 then passes the pipeline a per-step hook that hands each listener the rows of the batch that
 are its own images, so a streamed request can share a batch with plain ones. Batches with no
 listener call the pipeline exactly as before.
+
+Lanes: ``lanes=N`` runs N threads that take batches from the same queue, each calling the
+same (then thread-safe) :class:`BatchGenerator`. In-process there is one lane (one pipeline
+owns the cores); with Ray replicas (``hosting.py``, ``ray_host.py``) there is one lane per
+replica, so admission control (queue full -> 429), batching, cancellation and isolation stay
+this one implementation whichever way the batches are run.
 """
 
 from __future__ import annotations
@@ -76,6 +82,8 @@ class Job:
     abandoned: threading.Event = field(default_factory=threading.Event)
     #: Per-step listener of a streamed request that wants previews.
     on_step: StepListener | None = None
+    #: How many previews that listener wants (a remote runner renders only those steps).
+    previews: int = 0
 
     def group(self) -> tuple:
         # output_size is part of the key: the pipeline resizes a whole batch to one size.
@@ -113,25 +121,29 @@ class InferenceWorker:
         max_queue: int = 32,
         max_batch: int = 4,
         on_batch: BatchObserver | None = None,
+        lanes: int = 1,
     ) -> None:
-        if max_queue < 1 or max_batch < 1:
-            raise ValueError("max_queue and max_batch must be at least 1")
+        if max_queue < 1 or max_batch < 1 or lanes < 1:
+            raise ValueError("max_queue, max_batch and lanes must be at least 1")
         self.pipeline = pipeline
         self.max_queue = max_queue
         self.max_batch = max_batch
+        self.lanes = lanes
         self.stats = WorkerStats()
         self._on_batch = on_batch
         self._queue: collections.deque[Job] = collections.deque()
         self._cond = threading.Condition()
         self._stopping = False
-        self._busy = False
-        self._thread = threading.Thread(target=self._loop, name="nanoedge-inference", daemon=True)
+        self._running = 0  # lanes running a batch now
+        suffix = [""] if lanes == 1 else [f"-{i}" for i in range(lanes)]
+        self._threads = [threading.Thread(target=self._loop, name=f"nanoedge-inference{s}", daemon=True) for s in suffix]
 
     # -- front side (any thread) ---------------------------------------------------------------
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
-    def submit(self, request: ResolvedRequest, on_step: StepListener | None = None) -> Job:
+    def submit(self, request: ResolvedRequest, on_step: StepListener | None = None, previews: int = 0) -> Job:
         """Queue a request; raise QueueFull or WorkerStopped instead of waiting."""
         with self._cond:
             if self._stopping:
@@ -139,7 +151,7 @@ class InferenceWorker:
             self._purge_cancelled()
             if len(self._queue) >= self.max_queue:
                 raise QueueFull(self._estimate_wait())
-            job = Job(request, on_step=on_step)
+            job = Job(request, on_step=on_step, previews=previews)
             self._queue.append(job)
             self._cond.notify()
             return job
@@ -165,15 +177,21 @@ class InferenceWorker:
             return sum(1 for j in self._queue if not j.future.cancelled())
 
     def busy(self) -> bool:
-        return self._busy
+        return self._running > 0
+
+    def running(self) -> int:
+        """Lanes generating a batch now."""
+        return self._running
 
     def stop(self, timeout: float | None = None) -> None:
-        """Finish what is queued, then end the thread."""
+        """Finish what is queued, then end the threads."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     # -- worker side ---------------------------------------------------------------------------
     def _purge_cancelled(self) -> None:
@@ -181,9 +199,9 @@ class InferenceWorker:
             self._queue = collections.deque(j for j in self._queue if not j.future.cancelled())
 
     def _estimate_wait(self) -> float:
-        images = sum(j.request.n for j in self._queue) + (self.max_batch if self._busy else 0)
+        images = sum(j.request.n for j in self._queue) + self.max_batch * self._running
         per_image = self.stats.seconds_per_image or 1.0
-        return per_image * images / max(1, min(self.max_batch, 2)) + 1.0
+        return per_image * images / max(1, min(self.max_batch, 2)) / self.lanes + 1.0
 
     def _take_batch(self) -> list[Job]:
         """Oldest live job plus compatible followers, up to max_batch images (lock held)."""
@@ -217,12 +235,13 @@ class InferenceWorker:
                 if not self._queue and self._stopping:
                     return
                 batch = self._take_batch()
-                self._busy = bool(batch)
+                self._running += bool(batch)
             if batch:
                 try:
                     self._run(batch)
                 finally:
-                    self._busy = False
+                    with self._cond:
+                        self._running -= 1
 
     def _run(self, batch: list[Job]) -> None:
         started = time.perf_counter()
@@ -233,7 +252,7 @@ class InferenceWorker:
 
         try:
             if len(batch) == 1 and batch[0].request.n > self.max_batch:
-                results = [self._run_sliced(batch[0].request, everyone_left, batch[0].on_step)]
+                results = [self._run_sliced(batch[0], everyone_left)]
             else:
                 results = self.pipeline.generate_batch([j.request for j in batch], cancel=everyone_left, **_hooks(batch))
         except GenerationCancelled as exc:
@@ -255,12 +274,13 @@ class InferenceWorker:
             if job.abandoned.is_set():
                 self.stats.cancelled += 1
             job.future.set_result(result)
-        self.stats.batches += 1
-        self.stats.images += images
-        per_image = elapsed / max(1, images)
-        self.stats.seconds_per_image = (
-            per_image if not self.stats.seconds_per_image else 0.8 * self.stats.seconds_per_image + 0.2 * per_image
-        )
+        with self._cond:  # several lanes update the stats
+            self.stats.batches += 1
+            self.stats.images += images
+            per_image = elapsed / max(1, images)
+            self.stats.seconds_per_image = (
+                per_image if not self.stats.seconds_per_image else 0.8 * self.stats.seconds_per_image + 0.2 * per_image
+            )
         log.debug("batch of %d request(s), %d image(s) in %.2f s", len(batch), images, elapsed)
         if self._on_batch is not None:
             self._on_batch(images, elapsed)
@@ -278,7 +298,7 @@ class InferenceWorker:
         started = time.perf_counter()
         try:
             if job.request.n > self.max_batch:
-                result = self._run_sliced(job.request, job.abandoned.is_set, job.on_step)
+                result = self._run_sliced(job, job.abandoned.is_set)
             else:
                 result = self.pipeline.generate_batch([job.request], cancel=job.abandoned.is_set, **_hooks([job]))[0]
         except GenerationCancelled as exc:
@@ -289,19 +309,21 @@ class InferenceWorker:
             job.future.set_exception(exc)
             return
         job.future.set_result(result)
-        self.stats.batches += 1
-        self.stats.images += job.request.n
+        with self._cond:
+            self.stats.batches += 1
+            self.stats.images += job.request.n
         if self._on_batch is not None:
             self._on_batch(job.request.n, time.perf_counter() - started)
 
-    def _run_sliced(self, request: ResolvedRequest, cancel: CancelCheck, on_step: StepListener | None = None) -> GenerationResult:
+    def _run_sliced(self, job: Job, cancel: CancelCheck) -> GenerationResult:
         """Generate a request bigger than max_batch in slices; images stay the same."""
+        request = job.request
         images = []
         truncated = False
         timings: dict[str, float] = {}
         for offset in range(0, request.n, self.max_batch):
             part = dataclasses.replace(request, n=min(self.max_batch, request.n - offset), seed=request.seed + offset)
-            hooks = _hooks([Job(part, on_step=on_step)], first_image=offset)
+            hooks = _hooks([Job(part, on_step=job.on_step, previews=job.previews)], first_image=offset)
             result = self.pipeline.generate_batch([part], cancel=cancel, **hooks)[0]
             images.extend(result.images)
             truncated = truncated or result.truncated_prompt
@@ -310,21 +332,35 @@ class InferenceWorker:
         return GenerationResult(images=images, request=request, truncated_prompt=truncated, timings=timings)
 
 
-def _hooks(batch: list[Job], first_image: int = 0) -> dict[str, StepCallback]:
-    """``{"on_step": hook}`` when some job listens, else nothing (the pipeline call is unchanged)."""
-    listeners, offset = [], 0
-    for job in batch:
-        if job.on_step is not None:
-            listeners.append((job.on_step, slice(offset, offset + job.request.n)))
-        offset += job.request.n
-    if not listeners:
-        return {}
+class StepFanout:
+    """The per-step hook of one batch: hands each listening job the rows of its own images.
 
-    def on_step(step: DenoiseStep) -> None:
-        for listener, rows in listeners:
+    ``plan`` says which rows listen and how many previews each wants, so a runner in another
+    process (a Ray replica) can render just those previews there and replay them here."""
+
+    def __init__(self, listeners: list[tuple[StepListener, slice, int]], first_image: int) -> None:
+        self.listeners = listeners
+        self.first_image = first_image
+
+    @property
+    def plan(self) -> list[tuple[slice, int]]:
+        return [(rows, wanted) for _, rows, wanted in self.listeners]
+
+    def __call__(self, step: DenoiseStep) -> None:
+        for listener, rows, _ in self.listeners:
             try:
-                listener(step, rows, first_image)
+                listener(step, rows, self.first_image)
             except Exception:  # a preview must never fail the images it previews
                 log.exception("a step listener failed; that preview is skipped, the images are not affected")
 
-    return {"on_step": on_step}
+
+def _hooks(batch: list[Job], first_image: int = 0) -> dict[str, StepCallback]:
+    """``{"on_step": StepFanout}`` when some job listens, else nothing (the pipeline call is unchanged)."""
+    listeners, offset = [], 0
+    for job in batch:
+        if job.on_step is not None:
+            listeners.append((job.on_step, slice(offset, offset + job.request.n), job.previews))
+        offset += job.request.n
+    if not listeners:
+        return {}
+    return {"on_step": StepFanout(listeners, first_image)}
