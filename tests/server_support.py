@@ -57,15 +57,17 @@ class RunningServer:
 
 
 @contextlib.contextmanager
-def serve(source: "Pipeline | Callable[[], Pipeline]", settings=None, *, wait: bool = True, **overrides: Any) -> Iterator[RunningServer]:
-    """Run create_app(source, settings) under uvicorn on a free 127.0.0.1 port."""
+def serve(
+    source: "Pipeline | Callable[[], Pipeline]", settings=None, *, wait: bool = True, host=None, **overrides: Any
+) -> Iterator[RunningServer]:
+    """Run create_app(source, settings, host=host) under uvicorn on a free 127.0.0.1 port."""
     import uvicorn
 
     from nanoedge.runtime.server import ServerSettings, create_app
 
     port = free_port()
     settings = settings or ServerSettings(port=port, **overrides)
-    app = create_app(source, settings)
+    app = create_app(source, settings, host=host)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=5))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 
 from .common import handle_errors
+from .serve_scale import describe, ray_host, scale_options
 from .serve_upstream import upstream_options
 
 log = logging.getLogger("nanoedge.serve")
@@ -151,11 +152,12 @@ def bind_socket(host: str, port: int) -> socket.socket:
               help="The browser page on / and /playground: open (served without a key; its API calls still need one) "
                    "or protected (the page itself needs a key).")
 @click.option("--no-playground", is_flag=True, help="Do not serve the browser page.")
+@scale_options
 @handle_errors
 @upstream_options
 def serve(package, host, port, target, aliases, api_keys, api_key_file, allow_unauthenticated_remote, max_queue, max_batch, request_timeout,
           cache_dir, cache_max_mb, files_dir, files_ttl, files_max_mb, max_pixels, public_url, drain_grace, drain_timeout,
-          threads, two_pass, playground, no_playground, upstream):
+          threads, two_pass, playground, no_playground, upstream, engine, replicas, ray_address, replica_cpus):
     """Serve a package over an OpenAI-compatible API (POST /v1/images/generations).
 
     \b
@@ -189,6 +191,7 @@ def serve(package, host, port, target, aliases, api_keys, api_key_file, allow_un
     path = Path(package) if package else default_package_path()
     manifest = Manifest.load(path)  # fail fast on a wrong path, before binding anything
     resolve_target(target)
+    executor_host = ray_host(engine, replicas, ray_address, replica_cpus, package=path, target=target, threads=threads, two_pass=two_pass)
     settings = ServerSettings(
         host=host,
         port=port,
@@ -215,7 +218,12 @@ def serve(package, host, port, target, aliases, api_keys, api_key_file, allow_un
         failure.append(exc)
         server.should_exit = True
 
-    app = create_app(lambda: Pipeline.load(path, target=target, threads=threads, two_pass=two_pass), settings, on_fatal=on_fatal)
+    # With replicas elsewhere, this process needs the package's names, sizes and tokenizer only:
+    # reduce_memory loads no model until one would run (and none runs here).
+    def load() -> Pipeline:
+        return Pipeline.load(path, target=target, threads=threads, two_pass=two_pass, reduce_memory=executor_host is not None)
+
+    app = create_app(load, settings, on_fatal=on_fatal, host=executor_host)
     state = app.state.server
 
     verbose = logging.getLogger().isEnabledFor(logging.DEBUG)
@@ -234,7 +242,7 @@ def serve(package, host, port, target, aliases, api_keys, api_key_file, allow_un
     click.echo(
         f"nanoedge serve: {manifest.id} on http://{shown_host}:{bound_port}/v1 (names: "
         f"{', '.join(dict.fromkeys([manifest.id, *manifest.aliases, *aliases]))}; "
-        f"{'API keys required' if keys else 'no API key needed'}); loading...",
+        f"{'API keys required' if keys else 'no API key needed'}{describe(engine, replicas, ray_address)}); loading...",
         err=True,
     )
     if settings.playground != "off":
