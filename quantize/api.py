@@ -1,6 +1,8 @@
 """``quantize_package``: an FP32 package in, a quantized package with its accuracy report out.
 
-Stages: check the request (:mod:`.checks`) -> record real trajectories with the FP32 package
+Stages: check the request (:mod:`.checks`) -> plan the FP32 work from the measured cost of
+one call so the run fits its time budget (:mod:`.plan`) -> record (or reuse from the cache,
+:mod:`.refcache`) real trajectories with the FP32 package
 (calibration prompts, and held-out prompts whose outputs and images are the reference) ->
 copy, rewrite and pre-process each component, stream activation ranges (:mod:`.job`) ->
 quantize -> assemble a candidate package -> measure the report -> quality gate. When the gate
@@ -22,6 +24,7 @@ from nanoedge.core.manifest import COMPONENTS, Manifest
 from .checks import check_source, resolve_schemes, warn_cpu_scheme_for_npu, warn_fused_attention_for_npu
 from .job import QuantizationJob
 from .options import ProgressCallback, QuantizeOptions, QuantizeResult
+from .plan import format_seconds
 from .publish import publish
 from .search import Candidate, attempt_record, search
 
@@ -69,20 +72,36 @@ def quantize_package(
             raise InvalidRequestError(
                 "every component is set to fp32: nothing to quantize", hint="choose a scheme for at least one component", param="components"
             )
+        took: dict[str, float] = {}
+        mark = time.perf_counter()
+
+        def lap(stage: str) -> None:
+            nonlocal mark
+            now = time.perf_counter()
+            took[stage] = round(now - mark, 1)
+            mark = now
+
+        job.plan()
+        lap("plan")
         job.record()
+        lap("FP32 references")
         for name in COMPONENTS:
             if job.schemes[name] != "fp32":
                 job.prepare(name)
+        lap("preparing + ranges")
 
         job.announce("measuring the quantized package")
         manifest = job.candidate({}, None)
         report = job.evaluate(manifest)
+        lap("first candidate")
         first = Candidate(manifest, report, job.gate.shortfalls(report), {})
         attempts = [attempt_record("all quantized", report, first.missed, sum(len(c.auto_float) for c in job.components.values()))]
         best, ranking = first, []
         if first.missed and options.mixed_precision and options.max_attempts > 0:
             log.info("gate missed (%s): looking for nodes to keep in float", "; ".join(first.missed))
             best, ranking = search(job, first, attempts)
+            lap("mixed precision")
+        job.announce("took: " + ", ".join(f"{k} {format_seconds(v)}" for k, v in took.items()))
         if best.missed:
             size = best.report["size"]
             raise QualityGateError(

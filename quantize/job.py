@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import gc
 import hashlib
-import json
 import logging
+import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -19,9 +19,10 @@ from nanoedge import __version__
 from nanoedge.core.errors import InvalidRequestError
 from nanoedge.core.manifest import COMPONENTS, Manifest
 
-from .calibration import CALIBRATION, EVALUATION, TrajectoryStore, record_trajectories, spread
+from .calibration import CALIBRATION, EVALUATION, CalibrationSettings, TrajectoryStore, record_trajectories, spread
 from .checks import calibration_settings, resolve_schemes
 from .options import ProgressCallback, QuantizeOptions
+from .plan import DEFAULT_CALIBRATION_PROMPTS, Plan, RunShape
 from .prompts import load_prompts, split_prompts
 from .recipes import Recipe, recipe_for
 
@@ -51,9 +52,13 @@ class QuantizationJob:
         self.progress = progress
         self.schemes = resolve_schemes(options.scheme, options.components)
         self.gate = options.gate()
-        prompts = load_prompts(options.prompts_file)
-        self.calibration_prompts, self.eval_prompts = split_prompts(prompts, options.calibration_prompts, options.eval_prompts)
+        self.prompts = load_prompts(options.prompts_file)
+        # What the FP32 work is made of: set by plan() (the package defaults and options until then).
         self.settings = calibration_settings(source, options)
+        calibration = options.calibration_prompts or DEFAULT_CALIBRATION_PROMPTS
+        self.calibration_prompts, self.eval_prompts = split_prompts(self.prompts, calibration, options.eval_prompts)
+        self.run_plan: Plan | None = None
+        self._fp32_pipe: Any = None
         self.recipes = {name: recipe_for(s, options.weight_type) for name, s in self.schemes.items()}
         self.components: dict[str, _Component] = {}
         self.store: TrajectoryStore | None = None
@@ -69,35 +74,106 @@ class QuantizationJob:
         log.info("%s", label)
         self.progress(label, 0, 0)
 
-    # -- calibration -------------------------------------------------------------------------
-    def _store_meta(self) -> dict[str, Any]:
+    # -- plan and FP32 references ------------------------------------------------------------
+    def _store_meta(self, settings: CalibrationSettings | None = None, shape: RunShape | None = None) -> dict[str, Any]:
+        """What a trajectory store was recorded for; a store is reused only if this matches exactly."""
+        settings = settings or self.settings
+        if shape is None:
+            calibration, held_out = self.calibration_prompts, self.eval_prompts
+        else:
+            calibration, held_out = split_prompts(self.prompts, shape.calibration_prompts, shape.eval_prompts)
         return {
             "format": "nanoedge-trajectories-1",
             "source_files_sha256": self._source_digest(),  # models, tokenizer, scheduler: all of it
-            "settings": self.settings.as_dict(),
-            "calibration_prompts": self.calibration_prompts,
-            "eval_prompts": self.eval_prompts,
+            "settings": settings.as_dict(),
+            "calibration_prompts": calibration,
+            "eval_prompts": held_out,
         }
 
-    def record(self) -> TrajectoryStore:
+    def _reference_root(self, meta: dict[str, Any]) -> Path:
+        """Where the store for ``meta`` lives: ``--calibration-dir``, else the cache (:mod:`.refcache`)."""
+        from .refcache import reference_folder
+
+        if self.options.calibration_dir:
+            return Path(self.options.calibration_dir)
+        return reference_folder(self._source_digest(), meta)
+
+    def _pipe(self):
+        """The FP32 package loaded once for the cost probe and the recording."""
         from nanoedge.runtime import Pipeline
 
+        if self._fp32_pipe is None:
+            self._fp32_pipe = Pipeline.load(self.source.root, threads=self.options.threads)
+        return self._fp32_pipe
+
+    def release_fp32(self) -> None:
+        self._fp32_pipe = None
+        gc.collect()
+
+    def plan(self) -> Plan:
+        """Size the FP32 work from the measured cost of one call so the run fits the time budget."""
+        from .costs import CostCache, measure_call_costs
+        from .plan import CallCosts, choose_plan
+        from .refcache import matches, package_folder
+        from .report import component_bytes
+
+        options, asked_settings = self.options, self.settings
+        asked = RunShape(asked_settings.size, asked_settings.steps, len(self.calibration_prompts), len(self.eval_prompts))
+        given = {"size": options.size, "steps": options.steps, "calibration_prompts": options.calibration_prompts}
+        fixed = [name for name, value in given.items() if value is not None]
+        costs = CostCache(package_folder(self._source_digest()), options.threads)
+
+        def costs_at(size: str) -> CallCosts:
+            known = costs.get(size)
+            if known is None:
+                self.announce(f"measuring one FP32 call at {size} (once per package)")
+                known = measure_call_costs(self._pipe(), size, asked_settings.guidance, asked_settings.scheduler)
+                costs.put(known)
+            return known
+
+        def settings_of(shape: RunShape) -> CalibrationSettings:
+            return replace(asked_settings, size=shape.size, steps=shape.steps)
+
+        def cached(shape: RunShape) -> bool:
+            meta = self._store_meta(settings_of(shape), shape)
+            return matches(self._reference_root(meta), meta)
+
+        fp32_bytes = sum(component_bytes(self.source, name) for name, scheme in self.schemes.items() if scheme != "fp32")
+        plan = choose_plan(
+            asked, fixed, self.source.size_rules(), costs_at, cached, options.time_budget_s, options.report_samples, fp32_bytes / 1e9
+        )
+        self.settings = settings_of(plan.shape)
+        self.calibration_prompts, self.eval_prompts = split_prompts(self.prompts, plan.shape.calibration_prompts, plan.shape.eval_prompts)
+        self.run_plan = plan
+        for line in plan.describe():
+            self.announce(line)
+        return plan
+
+    def record(self) -> TrajectoryStore:
+        """The FP32 references for the plan: reused when recorded before for exactly this, else recorded."""
+        from .refcache import matches, publish, staging_folder
+
         meta = self._store_meta()
-        root = Path(self.options.calibration_dir) if self.options.calibration_dir else self.work / "trajectories"
-        if root.exists() and any(root.iterdir()):
-            marker = root / "meta.json"
-            if not marker.is_file():
-                raise InvalidRequestError(
-                    f"--calibration-dir '{root}' is not empty and holds no nanoedge trajectories", hint="give an empty or new folder"
-                )
-            if json.loads(marker.read_text()) == meta:
-                log.info("reusing recorded trajectories in %s", root)
-                self.store = TrajectoryStore(root)
-                return self.store
-            log.info("trajectories in %s were recorded for other settings: recording again", root)
-            shutil.rmtree(root)
-        store = TrajectoryStore(root)
-        pipe = Pipeline.load(self.source.root, threads=self.options.threads)
+        root = self._reference_root(meta)
+        if matches(root, meta):
+            log.info("reusing recorded FP32 references in %s", root)
+            os.utime(root)  # the cache keeps the most recently used stores
+            self.release_fp32()
+            self.store = TrajectoryStore(root)
+            return self.store
+        if self.options.calibration_dir:
+            if root.exists() and any(root.iterdir()):
+                if not (root / "meta.json").is_file():
+                    raise InvalidRequestError(
+                        f"--calibration-dir '{root}' is not empty and holds no nanoedge trajectories", hint="give an empty or new folder"
+                    )
+                log.info("trajectories in %s were recorded for other settings: recording again", root)
+                shutil.rmtree(root)
+            target = root
+        else:
+            target = staging_folder(root)
+        store = TrajectoryStore(target)
+        pipe = self._pipe()
         try:
             record_trajectories(
                 pipe, self.calibration_prompts, store, CALIBRATION, self.settings, progress=self.stage("recording calibration trajectories")
@@ -114,8 +190,10 @@ class QuantizationJob:
             )
         finally:
             del pipe
-            gc.collect()
+            self.release_fp32()
         store.write_meta(meta)  # written last: an interrupted recording is never reused
+        if target != root:
+            store = TrajectoryStore(publish(target, root))
         self.store = store
         return store
 
@@ -214,6 +292,7 @@ class QuantizationJob:
                 "prompts_file": str(self.options.prompts_file) if self.options.prompts_file else "default",
                 "settings": self.settings.as_dict(),
                 "method": "streaming min/max over recorded FP32 trajectories",
+                "plan": self.run_plan.as_dict() if self.run_plan else None,
                 "rewrites": {name: c.rewritten for name, c in self.components.items() if c.rewritten},
                 "calls": {name: len(self.store.calls(CALIBRATION, name)) for name in COMPONENTS} if self.store else {},
             },

@@ -28,7 +28,8 @@ class QuantizeOptions:
     scheme: str = "int8"
     components: dict[str, str | None] = field(default_factory=dict)
     prompts_file: "str | Path | None" = None
-    calibration_prompts: int = 16
+    # None: 16, or fewer where the time budget needs it (see quantize/plan.py).
+    calibration_prompts: int | None = None
     # Held-out prompts: the image PSNR median is taken over them (>= 16 keeps it stable).
     eval_prompts: int = 16
     size: str | None = None
@@ -49,6 +50,9 @@ class QuantizeOptions:
     threads: int | None = None
     work_dir: "str | Path | None" = None
     calibration_dir: "str | Path | None" = None
+    # Seconds the run should take: the plan cuts calibration prompts, size and steps left
+    # open (None) until its estimate fits; it never cuts the held-out prompts or report calls.
+    time_budget_s: float = 600.0
 
     def validate(self) -> None:
         """Reject values no run can use; each error names the field (``param``)."""
@@ -57,6 +61,10 @@ class QuantizeOptions:
         for name in ("report_samples", "sensitivity_samples"):
             if getattr(self, name) < 1:
                 raise InvalidRequestError(f"{name} must be >= 1, got {getattr(self, name)}", param=name)
+        if self.calibration_prompts is not None and self.calibration_prompts < 1:
+            raise InvalidRequestError(f"calibration_prompts must be >= 1, got {self.calibration_prompts}", param="calibration_prompts")
+        if not self.time_budget_s > 0:
+            raise InvalidRequestError(f"time_budget_s must be > 0 seconds, got {self.time_budget_s}", param="time_budget_s")
         if self.threads is not None and self.threads < 1:
             raise InvalidRequestError(f"threads must be >= 1, got {self.threads}", param="threads")
         self.gate()

@@ -59,6 +59,7 @@ _FLAGS = {
     "components": "--text-encoder/--unet/--vae-decoder",
     "calibration_prompts": "--calibration-prompts",
     "eval_prompts": "--eval-prompts",
+    "time_budget_s": "--time-budget",
 }
 
 
@@ -85,7 +86,12 @@ def _as_flags(error):
 @click.option(
     "--prompts", "prompts_file", type=click.Path(dir_okay=False), default=None, help="Prompt file, one per line (default: the shipped set)."
 )
-@click.option("--calibration-prompts", type=int, default=16, show_default=True, help="Prompts from the top of the file to calibrate on.")
+@click.option(
+    "--calibration-prompts",
+    type=int,
+    default=None,
+    help="Prompts from the top of the file to calibrate on (default: 16, fewer if the time budget needs).",
+)
 @click.option(
     "--eval-prompts",
     type=int,
@@ -93,8 +99,15 @@ def _as_flags(error):
     show_default=True,
     help="Held-out prompts from the bottom of the file for the report (image PSNR median).",
 )
-@click.option("--size", default=None, help="WxH to calibrate and measure at (default: the package's).")
-@click.option("--steps", type=int, default=None, help="Denoising steps per prompt (default: the package's).")
+@click.option("--size", default=None, help="WxH to calibrate and measure at (default: the package's, half each side if the budget needs).")
+@click.option("--steps", type=int, default=None, help="Denoising steps per prompt (default: the package's, fewer if the budget needs).")
+@click.option(
+    "--time-budget",
+    type=float,
+    default=600,
+    show_default=True,
+    help="Seconds the run should take; the plan shrinks what you left open (calibration prompts, size, steps) to fit.",
+)
 @click.option("--guidance", type=float, default=None, help="Guidance scale (> 1; default: the package's).")
 @click.option("--scheduler", default=None, help="Scheduler for calibration runs (default: the package's).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the first prompt (prompt i uses seed + i).")
@@ -154,6 +167,7 @@ def quantize(
     eval_prompts,
     size,
     steps,
+    time_budget,
     guidance,
     scheduler,
     seed,
@@ -184,6 +198,9 @@ def quantize(
     Per component: --unet int8 --vae-decoder weight-only (fp32 leaves one alone).
 
     Calibration runs the FP32 package on real prompts and records what each model sees.
+    The run is planned first: one FP32 call is timed and calibration prompts, size and steps
+    (those you left open) shrink until the estimate fits --time-budget; the FP32 references
+    are cached and reused by the next run on the same package and plan.
     The report (cosine/PSNR per component, end-to-end image PSNR, prompt responsiveness,
     sizes) is printed and stored in the package. If the gate is missed, the most
     sensitive nodes stay in float until it passes or the size budget is spent; if it still
@@ -201,6 +218,7 @@ def quantize(
         eval_prompts=eval_prompts,
         size=size,
         steps=steps,
+        time_budget_s=time_budget,
         guidance=guidance,
         scheduler=scheduler,
         seed=seed,

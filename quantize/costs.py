@@ -1,0 +1,91 @@
+"""The measured cost of one FP32 call per component, for :mod:`.plan`, cached per package.
+
+One image is generated with two denoising steps at the size asked; a pipeline observer takes
+the time between consecutive model calls (the observer runs right after each call), so the
+measurement is the real runtime path with the real inputs. The UNet figure is the fastest of
+its calls (the first one also pays onnxruntime's first-run allocations); the VAE decoder's and
+text encoder's single calls include theirs, which only makes the estimate cautious.
+
+The figures are cached in the cache folder by package content, size and thread count, so a
+second run plans the same way (and finds its FP32 references) whatever the machine's load is
+at that moment. Delete ``<cache>/quantize/<package>/costs.json`` to measure again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from .plan import CallCosts
+
+log = logging.getLogger(__name__)
+
+PROBE_STEPS = 2
+PROBE_PROMPT = "a photo of a red house by a lake"
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.mark = time.perf_counter()
+        self.calls: list[tuple[str, float]] = []
+
+    def __call__(self, component: str, inputs: dict, output) -> None:
+        now = time.perf_counter()
+        self.calls.append((component, now - self.mark))
+        self.mark = now
+
+
+def measure_call_costs(pipe, size: str, guidance: float, scheduler: str | None) -> CallCosts:
+    """Generate one image at ``size`` with ``pipe`` (FP32) and time each model call."""
+    timer = _Timer()
+    pipe.clear_caches()
+    pipe.observers.append(timer)
+    try:
+        timer.mark = time.perf_counter()
+        pipe.generate(PROBE_PROMPT, size=size, steps=PROBE_STEPS, guidance=guidance, seed=0, scheduler=scheduler)
+    finally:
+        pipe.observers.remove(timer)
+        pipe.clear_caches()
+    by_component: dict[str, list[float]] = {}
+    for component, seconds in timer.calls:
+        by_component.setdefault(component, []).append(seconds)
+    unet = by_component.get("unet") or [0.0]
+    return CallCosts(
+        size=size,
+        unet_s=min(unet),
+        vae_s=sum(by_component.get("vae_decoder", [0.0])),
+        text_s=sum(by_component.get("text_encoder", [0.0])),
+        unet_calls_per_step=len(unet) / PROBE_STEPS,
+    )
+
+
+class CostCache:
+    """``costs.json`` in one package's cache folder: {threads: {size: CallCosts}}."""
+
+    def __init__(self, folder: Path, threads: int | None) -> None:
+        self.file = Path(folder) / "costs.json"
+        self.key = f"threads={threads or 'default'}"
+
+    def _read(self) -> dict:
+        try:
+            return json.loads(self.file.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def get(self, size: str) -> CallCosts | None:
+        entry = self._read().get(self.key, {}).get(size)
+        try:
+            return CallCosts(**entry) if entry else None
+        except TypeError:  # written by another version: measure again
+            return None
+
+    def put(self, costs: CallCosts) -> None:
+        data = self._read()
+        data.setdefault(self.key, {})[costs.size] = costs.__dict__
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.file.with_suffix(f".{time.time_ns()}.tmp")
+        partial.write_text(json.dumps(data, indent=2))
+        partial.replace(self.file)
+        log.debug("cached FP32 call costs at %s in %s", costs.size, self.file)
