@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -40,6 +41,15 @@ class _Component:
     ranges_file: Path | None = None
     auto_float: dict[str, str] = field(default_factory=dict)
     rewritten: dict[str, list[str]] = field(default_factory=dict)
+
+
+def _ranges_key(recipe: Recipe, tensors: list[str]) -> str:
+    """What activation ranges depend on beyond the FP32 calls of their store: the recipe (its
+    rewrites name the tensors), the tensors themselves, and the tools that pre-processed the graph."""
+    import onnxruntime
+
+    text = json.dumps([recipe.as_dict(), tensors, onnxruntime.__version__, __version__], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
 class QuantizationJob:
@@ -123,13 +133,11 @@ class QuantizationJob:
         fixed = [name for name, value in given.items() if value is not None]
         costs = CostCache(package_folder(self._source_digest()), options.threads)
 
-        def costs_at(size: str) -> CallCosts:
-            known = costs.get(size)
-            if known is None:
-                self.announce(f"measuring one FP32 call at {size} (once per package)")
-                known = measure_call_costs(self._pipe(), size, asked_settings.guidance, asked_settings.scheduler)
-                costs.put(known)
-            return known
+        def measure(size: str) -> CallCosts:
+            self.announce(f"measuring FP32 calls at {size} (once per package)")
+            measured = measure_call_costs(self._pipe(), size, asked_settings.guidance, asked_settings.scheduler)
+            costs.put(measured)
+            return measured
 
         def settings_of(shape: RunShape) -> CalibrationSettings:
             return replace(asked_settings, size=shape.size, steps=shape.steps)
@@ -139,9 +147,8 @@ class QuantizationJob:
             return matches(self._reference_root(meta), meta)
 
         fp32_bytes = sum(component_bytes(self.source, name) for name, scheme in self.schemes.items() if scheme != "fp32")
-        plan = choose_plan(
-            asked, fixed, self.source.size_rules(), costs_at, cached, options.time_budget_s, options.report_samples, fp32_bytes / 1e9
-        )
+        rules, gb = self.source.size_rules(), fp32_bytes / 1e9
+        plan = choose_plan(asked, fixed, rules, costs.get, measure, cached, options.time_budget_s, options.report_samples, gb)
         self.settings = settings_of(plan.shape)
         self.calibration_prompts, self.eval_prompts = split_prompts(self.prompts, plan.shape.calibration_prompts, plan.shape.eval_prompts)
         self.run_plan = plan
@@ -201,7 +208,7 @@ class QuantizationJob:
     def prepare(self, name: str) -> _Component:
         from .graphs import copy_component, load_model, preprocess, quantizable_nodes
         from .package import component_is_external
-        from .ranges import collect_ranges, unrepresentable, write_calibration_cache
+        from .ranges import collect_ranges, load_ranges, save_ranges, unrepresentable, write_calibration_cache
 
         recipe = self.recipes[name]
         folder = self.work / name
@@ -220,14 +227,20 @@ class QuantizationJob:
             assert self.store is not None
             tensors = [t for n in nodes for t in n.tensors]
             calls = self.store.calls(CALIBRATION, name)
-            component.ranges = collect_ranges(
-                pre,
-                tensors,
-                self.store.iter_inputs(CALIBRATION, name, calls),
-                len(calls),
-                self.options.threads,
-                self.stage(f"calibrating {name} ranges"),
-            )
+            saved = self.store.root / "ranges" / f"{name}-{_ranges_key(recipe, tensors)}.json"
+            component.ranges = load_ranges(saved)
+            if component.ranges is None:
+                component.ranges = collect_ranges(
+                    pre,
+                    tensors,
+                    self.store.iter_inputs(CALIBRATION, name, calls),
+                    len(calls),
+                    self.options.threads,
+                    self.stage(f"calibrating {name} ranges"),
+                )
+                save_ranges(component.ranges, saved)
+            else:
+                log.info("%s: reusing activation ranges from %s", name, saved)
             component.ranges_file = write_calibration_cache(component.ranges, folder / "ranges.json")
             bad = unrepresentable(component.ranges)
             for node in nodes:

@@ -51,11 +51,12 @@ class CallCosts:
     unet_s: float
     vae_s: float
     text_s: float
-    unet_calls_per_step: float = 1.0
+    # UNet calls beyond one per step (PNDM's warm-up runs one more), counted in the probe.
+    extra_unet_calls: int = 0
 
     def image_s(self, steps: int) -> float:
         """One generated image: text encoder, every denoising step, one decode."""
-        return self.text_s + steps * self.unet_calls_per_step * self.unet_s + self.vae_s
+        return self.text_s + (steps + self.extra_unet_calls) * self.unet_s + self.vae_s
 
 
 @dataclass(frozen=True)
@@ -188,7 +189,8 @@ def choose_plan(
     asked: RunShape,
     fixed: Iterable[str],
     rules: SizeRules,
-    costs_at: Callable[[str], CallCosts],
+    known: Callable[[str], CallCosts | None],
+    measure: Callable[[str], CallCosts],
     cached: Callable[[RunShape], bool],
     budget_s: float,
     report_samples: int,
@@ -196,20 +198,42 @@ def choose_plan(
 ) -> Plan:
     """The first rung of :func:`ladder` whose estimate fits ``budget_s`` (else the last rung).
 
-    ``costs_at(size)`` measures (or recalls) the FP32 call costs at a size; it is asked only
-    for sizes the walk reaches. ``cached(shape)``: the FP32 references for that shape are on
-    disk already, so recording them costs nothing.
+    ``known(size)`` recalls FP32 call costs measured before (None if never); ``measure(size)``
+    times them (an image's worth of work). The smallest size of the ladder is measured first;
+    a larger size is measured only if its rung could fit at all, judged with the smaller size's
+    costs, which a larger size can only exceed. So BK-SDM-Tiny, whose 512x512 rungs miss the
+    budget even at 256x256 costs, is never probed at 512x512. ``cached(shape)``: the FP32
+    references for that shape are on disk already, so recording them costs nothing.
     """
+    rungs = ladder(asked, fixed, rules)
+
+    measured: dict[str, CallCosts] = {}
+
+    def recall(size: str) -> CallCosts | None:
+        return measured.get(size) or known(size)
+
+    def costs_at(size: str) -> CallCosts:
+        costs = recall(size)
+        if costs is None:
+            costs = measured[size] = measure(size)
+        return costs
+
+    smallest = min((shape.size for shape, _ in rungs), key=lambda s: parse_size(s).width * parse_size(s).height)
+    floor = costs_at(smallest)
     reductions: list[str] = []
     plan: Plan | None = None
-    for shape, why in ladder(asked, fixed, rules):
+    for shape, why in rungs:
         if why:
             reductions.append(why)
-        costs = costs_at(shape.size)
         hit = cached(shape)
+        if recall(shape.size) is None:
+            bound = estimate_seconds(shape, replace(floor, size=shape.size), report_samples, fp32_gb, hit)
+            if sum(bound.values()) > budget_s and shape != rungs[-1][0]:
+                continue  # cannot fit: not worth measuring
+        costs = costs_at(shape.size)
         estimate = estimate_seconds(shape, costs, report_samples, fp32_gb, hit)
         plan = Plan(shape, asked, estimate, budget_s, costs, hit, list(reductions))
         if plan.fits:
             break
-    assert plan is not None  # the ladder always holds the asked shape
+    assert plan is not None  # the last rung is always estimated
     return plan

@@ -146,6 +146,28 @@ def collect_ranges(
         collector.close()
 
 
+def save_ranges(ranges: Ranges, path: Path) -> None:
+    """Keep collected ranges next to the FP32 references they came from (written atomically)."""
+    import json
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    partial.write_text(json.dumps({name: [float(lo), float(hi)] for name, (lo, hi) in ranges.items()}))
+    partial.replace(path)
+
+
+def load_ranges(path: Path) -> Ranges | None:
+    """Ranges saved by :func:`save_ranges`, or None when there are none (or they are unreadable)."""
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+        return {name: (float(lo), float(hi)) for name, (lo, hi) in data.items()}
+    except (OSError, ValueError, TypeError):
+        return None
+
+
 def write_calibration_cache(ranges: Ranges, path: Path) -> Path:
     """Write ranges in onnxruntime's calibration-cache JSON (read by ``quantize_static``)."""
     from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData, save_tensors_data

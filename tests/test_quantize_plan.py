@@ -38,16 +38,31 @@ def costs_scaled(unet_512: float, vae_512: float):
     return costs_at, asked
 
 
-def plan_for(budget: float, unet_512: float = 6.0, vae_512: float = 10.0, fixed=(), cached=lambda shape: False):
-    costs_at, asked = costs_scaled(unet_512, vae_512)
-    plan = choose_plan(ASKED, fixed, RULES, costs_at, cached, budget, report_samples=16, fp32_gb=1.9)
-    return plan, asked
+def plan_for(budget: float, unet_512: float = 6.0, vae_512: float = 10.0, fixed=(), cached=lambda shape: False, known=None):
+    costs_at, measured = costs_scaled(unet_512, vae_512)
+    recall = known or (lambda size: None)
+    plan = choose_plan(ASKED, fixed, RULES, recall, costs_at, cached, budget, report_samples=16, fp32_gb=1.9)
+    return plan, measured
 
 
-def test_the_asked_plan_runs_when_it_fits_and_only_its_size_is_measured():
+def test_the_asked_plan_runs_when_it_fits():
     plan, measured = plan_for(budget=1e6)
     assert plan.shape == ASKED and plan.reductions == [] and plan.fits
-    assert measured == ["512x512"]
+    assert measured == ["256x256", "512x512"]  # the ladder's smallest size first, then the asked one
+
+
+def test_a_size_whose_rungs_cannot_fit_is_never_measured():
+    """At 256x256 costs the 512x512 rungs already miss the budget: 512x512 is not probed."""
+    plan, measured = plan_for(budget=1.0)
+    assert measured == ["256x256"]
+    assert plan.costs.size == "256x256"
+
+
+def test_measured_costs_are_recalled_not_measured_again():
+    costs_at, _ = costs_scaled(6.0, 10.0)
+    table = {size: costs_at(size) for size in ("256x256", "512x512")}
+    plan, measured = plan_for(budget=1e6, known=table.get)
+    assert measured == [] and plan.shape == ASKED
 
 
 def test_the_plan_is_the_first_rung_of_the_ladder_that_fits():
@@ -74,7 +89,7 @@ def test_options_the_user_gave_are_never_reduced():
     plan, measured = plan_for(budget=1.0, fixed=("size", "steps"))
     assert (plan.shape.size, plan.shape.steps) == ("512x512", 25)
     assert plan.shape.calibration_prompts == 4
-    assert set(measured) == {"512x512"}
+    assert measured == ["512x512"]
 
 
 def test_an_unreachable_budget_runs_the_last_rung_and_says_so():
@@ -105,18 +120,23 @@ onnx = pytest.importorskip("onnx")
 from nanoedge.quantize import QuantizeOptions, quantize_package  # noqa: E402
 
 OPEN_GATE = {"min_component_psnr": 0.0, "min_psnr": 0.0, "min_responsiveness": 0.0}
-SMALL = {"scheme": "dynamic", "size": "32x32", "steps": 2, "eval_prompts": 1, "report_samples": 4, **OPEN_GATE}
+SMALL = {"scheme": "int8", "size": "32x32", "steps": 2, "eval_prompts": 1, "report_samples": 4, **OPEN_GATE}
 
 
 @pytest.fixture
 def counted(monkeypatch, tmp_path):
-    """A fresh cache folder, and counters of FP32 recordings and cost probes."""
+    """A fresh cache folder, and counters of FP32 recordings, cost probes and range collections."""
     import nanoedge.quantize.costs as costs
     import nanoedge.quantize.job as job
+    import nanoedge.quantize.ranges as ranges
 
     monkeypatch.setenv("NANOEDGE_CACHE_DIR", str(tmp_path / "cache"))
-    calls = {"record": 0, "measure": 0}
-    record, measure = job.record_trajectories, costs.measure_call_costs
+    calls = {"record": 0, "measure": 0, "ranges": 0}
+    record, measure, collect = job.record_trajectories, costs.measure_call_costs, ranges.collect_ranges
+
+    def counting_collect(*args, **kwargs):
+        calls["ranges"] += 1
+        return collect(*args, **kwargs)
 
     def counting_record(*args, **kwargs):
         calls["record"] += 1
@@ -128,17 +148,19 @@ def counted(monkeypatch, tmp_path):
 
     monkeypatch.setattr(job, "record_trajectories", counting_record)
     monkeypatch.setattr(costs, "measure_call_costs", counting_measure)
+    monkeypatch.setattr(ranges, "collect_ranges", counting_collect)
     return calls
 
 
 def test_a_second_run_reuses_the_cached_fp32_references(tiny_package: Path, tmp_path: Path, counted):
     first = quantize_package(tiny_package, tmp_path / "a", QuantizeOptions(**SMALL))
-    assert counted == {"record": 2, "measure": 1}  # calibration + held-out split, one cost probe
+    # calibration + held-out split, one cost probe, ranges of the three components
+    assert counted == {"record": 2, "measure": 1, "ranges": 3}
     second = quantize_package(tiny_package, tmp_path / "b", QuantizeOptions(**SMALL))
-    assert counted == {"record": 2, "measure": 1}, "the second run recomputed FP32 work"
+    assert counted == {"record": 2, "measure": 1, "ranges": 3}, "the second run recomputed FP32 work"
     plan = second.manifest.quantization["calibration"]["plan"]
     assert plan["references_cached"] and not first.manifest.quantization["calibration"]["plan"]["references_cached"]
-    # Same references, same quantized models: the same figures.
+    # Same references and ranges, same quantized models: the same figures.
     assert second.report["components"]["unet"]["psnr_db"] == first.report["components"]["unet"]["psnr_db"]
     assert second.report["end_to_end"]["per_prompt_psnr_db"] == first.report["end_to_end"]["per_prompt_psnr_db"]
     # Another plan (other steps) is recorded anew, in its own store.
