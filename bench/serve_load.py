@@ -1,6 +1,7 @@
 """Load test of `nanoedge serve`: throughput and latency with and without batching, side by side.
 
     python bench/serve_load.py -m PACKAGE [--concurrency 1,4,16] [--batch 1,4] [--requests 64] [--json]
+    python bench/serve_load.py [-m PACKAGE] --setups local,ray1,ray2 --batch 4 --concurrency 1,16
 
 Starts one `nanoedge serve` process per ``--max-batch`` value (1 = no batching) on 127.0.0.1,
 then, for each concurrency level, sends ``--requests`` unseeded ``POST /v1/images/generations``
@@ -11,6 +12,12 @@ times per level, so background load on a shared machine falls on both alike. Rep
 cell: images/s (images / wall time of the round, summed over rounds), p50 and p99 of request
 latency (over all rounds), and the mean number of images per UNet batch read from the
 server's own /metrics. The result cache is disabled so every request is generated.
+
+``--setups`` compares hosting modes instead, all at the one ``--batch`` value: ``local`` is the
+single-process server, ``rayN`` is ``--engine ray --replicas N`` on its own local Ray cluster,
+each replica reserving ``cores / N`` CPUs with as many onnxruntime threads (so every setup has
+the machine's cores: ``ray1`` differs from ``local`` only by the Ray hop). Without ``-m`` the
+built-in model is served.
 """
 
 from __future__ import annotations
@@ -38,14 +45,15 @@ log = logging.getLogger("bench.serve_load")
 class Server:
     """One `nanoedge serve --port 0` process; the port is read from its first line."""
 
-    def __init__(self, package: str, max_batch: int, extra: list[str]) -> None:
+    def __init__(self, package: str | None, max_batch: int, extra: list[str], ready_timeout: float = 120) -> None:
         self.max_batch = max_batch
         self.log = tempfile.NamedTemporaryFile("w+", prefix=f"serve-b{max_batch}-", suffix=".log", delete=False)
-        args = [sys.executable, "-m", "nanoedge", "serve", "-m", package, "--port", "0", "--max-batch", str(max_batch),
+        model = ["-m", package] if package else []
+        args = [sys.executable, "-m", "nanoedge", "serve", *model, "--port", "0", "--max-batch", str(max_batch),
                 "--max-queue", "256", "--cache-max-mb", "0", *extra]
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
         self.base_url = f"http://127.0.0.1:{self._port()}"
-        self._wait_ready()
+        self._wait_ready(ready_timeout)
 
     def _port(self, timeout: float = 60) -> int:
         deadline = time.monotonic() + timeout
@@ -79,17 +87,29 @@ class Server:
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
         try:
-            self.proc.wait(30)
+            self.proc.wait(90)  # a Ray setup stops its local cluster too
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
         os.unlink(self.log.name)
 
 
+def setup_args(name: str, cores: int) -> list[str]:
+    """Extra ``nanoedge serve`` flags of a ``--setups`` name: ``local`` or ``rayN``."""
+    if name == "local":
+        return []
+    match = re.fullmatch(r"ray(\d+)", name)
+    if not match or int(match.group(1)) < 1:
+        raise SystemExit(f"unknown setup {name!r}: use local or rayN (N replicas), e.g. local,ray1,ray2")
+    replicas = int(match.group(1))
+    return ["--engine", "ray", "--replicas", str(replicas), "--replica-cpus", f"{cores / replicas:g}"]
+
+
 @dataclass
 class Cell:
     concurrency: int
     max_batch: int
+    setup: str = ""
     latencies: list[float] = field(default_factory=list)
     images: int = 0
     wall: float = 0.0
@@ -102,6 +122,7 @@ class Cell:
         p99 = lat[min(len(lat) - 1, max(0, round(0.99 * len(lat)) - 1))] if lat else float("nan")
         return {
             "concurrency": self.concurrency,
+            "setup": self.setup,
             "max_batch": self.max_batch,
             "images_per_s": self.images / self.wall if self.wall else 0.0,
             "p50_ms": statistics.median(lat) * 1000 if lat else float("nan"),
@@ -137,12 +158,14 @@ async def run_round(base_url: str, concurrency: int, requests: int, cell: Cell) 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("-m", "--model", required=True, help="package folder")
+    parser.add_argument("-m", "--model", default=None, help="package folder [default: the built-in model]")
     parser.add_argument("--concurrency", default="1,4,16", help="comma-separated client concurrency levels")
     parser.add_argument("--batch", default="1,4", help="comma-separated --max-batch values (1 = no batching)")
     parser.add_argument("--requests", type=int, default=48, help="requests per level and round")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per level")
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads per server")
+    parser.add_argument("--setups", default=None,
+                        help="compare hosting modes at one --batch: comma-separated local and rayN (N Ray replicas), e.g. local,ray1,ray2")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
@@ -151,25 +174,30 @@ def main(argv: list[str] | None = None) -> int:
     levels = [int(c) for c in args.concurrency.split(",")]
     batches = [int(b) for b in args.batch.split(",")]
     extra = ["--threads", str(args.threads)] if args.threads else []
-    servers = {b: Server(args.model, b, extra) for b in batches}
+    if args.setups:
+        if len(batches) != 1:
+            raise SystemExit("--setups compares hosting modes at one --batch value")
+        cores = os.cpu_count() or 1
+        plans = {name: (batches[0], extra + setup_args(name, cores)) for name in args.setups.split(",")}
+    else:
+        plans = {f"max-batch {b}": (b, extra) for b in batches}
+    servers = {}
     cells: list[Cell] = []
     try:
+        for name, (b, flags) in plans.items():
+            log.info("starting %s: nanoedge serve --max-batch %d %s", name, b, " ".join(flags))
+            servers[name] = Server(args.model, b, flags, ready_timeout=300)
         for level in levels:
-            row = {b: Cell(level, b) for b in batches}
+            row = {name: Cell(level, plans[name][0], name) for name in plans}
             for round_index in range(args.rounds):
-                for b, server in servers.items():
+                for name, server in servers.items():
                     before = server.batch_counts()
-                    asyncio.run(run_round(server.base_url, level, args.requests, row[b]))
+                    asyncio.run(run_round(server.base_url, level, args.requests, row[name]))
                     after = server.batch_counts()
-                    row[b].batch_images += after[0] - before[0]
-                    row[b].batches += after[1] - before[1]
-                    log.info(
-                        "concurrency %d, max-batch %d, round %d: %.2f images/s so far",
-                        level,
-                        b,
-                        round_index + 1,
-                        row[b].images / row[b].wall,
-                    )
+                    row[name].batch_images += after[0] - before[0]
+                    row[name].batches += after[1] - before[1]
+                    log.info("concurrency %d, %s, round %d: %.2f images/s so far", level, name, round_index + 1,
+                             row[name].images / row[name].wall)
             cells += row.values()
     finally:
         for server in servers.values():
@@ -181,11 +209,12 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write("\n")
         return 0
     print(
-        f"{'concurrency':>11} {'max-batch':>9} {'images/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'mean batch':>10} {'requests':>8} {'failed':>6}"
+        f"{'concurrency':>11} {'setup':>12} {'max-batch':>9} {'images/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'mean batch':>10} "
+        f"{'requests':>8} {'failed':>6}"
     )
     for r in rows:
         print(
-            f"{r['concurrency']:>11} {r['max_batch']:>9} {r['images_per_s']:>9.2f} {r['p50_ms']:>8.0f} "
+            f"{r['concurrency']:>11} {r['setup']:>12} {r['max_batch']:>9} {r['images_per_s']:>9.2f} {r['p50_ms']:>8.0f} "
             f"{r['p99_ms']:>8.0f} {r['mean_batch']:>10.2f} {r['requests']:>8} {r['failures']:>6}"
         )
     return 0
