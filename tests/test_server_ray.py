@@ -12,6 +12,8 @@ import concurrent.futures
 import os
 import re
 import signal
+import subprocess
+import sys
 
 import httpx
 import openai
@@ -158,3 +160,44 @@ def test_no_running_replica_answers_503_no_replicas(ray_cluster, tiny_package):
         generation = httpx.post(f"{server.api_url}/images/generations", json={"prompt": "x"})
         assert generation.status_code == 503 and generation.json()["error"]["code"] == "no_replicas"
         assert httpx.get(f"{server.base_url}/healthz").json()["replicas"].get("running", 0) == 0
+
+
+def test_the_cli_joins_a_running_cluster_and_stops_cleanly(ray_cluster, tiny_package, tmp_path):
+    """`nanoedge serve --engine ray --ray-address ADDR` in its own process, as docs/scale-out.md runs it
+    against `ray start --head`: joins, serves, and on SIGTERM drains, removes its replicas and exits 0."""
+    import ray
+    from ray import serve as ray_serve
+
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "nanoedge", "serve", "-m", str(tiny_package), "--port", "0", "--engine", "ray",
+             "--replicas", "1", "--replica-cpus", "0.25", "--ray-address", ray.get_runtime_context().gcs_address,
+             "--drain-grace", "0"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until(lambda: re.search(r"http://127\.0\.0\.1:(\d+)/v1", log_path.read_text()) or proc.poll() is not None, 60, "its port")
+        match = re.search(r"http://127\.0\.0\.1:(\d+)/v1", log_path.read_text())
+        assert match, log_path.read_text()
+        assert "1 Ray replica(s) on " in log_path.read_text()
+        base = f"http://127.0.0.1:{match.group(1)}"
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"{base}/readyz", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(ready, 180, "readyz")
+        ours = [name for name in ray_serve.status().applications if name.startswith(f"nanoedge-{proc.pid}-")]
+        assert len(ours) == 1
+        image = openai.OpenAI(api_key="any", base_url=f"{base}/v1").images.generate(prompt="joined", size="64x64",
+                                                                                     response_format="b64_json")
+        assert base64.b64decode(image.data[0].b64_json).startswith(PNG_MAGIC)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(120)
+    assert code == 0, log_path.read_text()
+    assert ours[0] not in ray_serve.status().applications  # its replicas are gone, the cluster stays up
+    assert ray.is_initialized()
