@@ -455,3 +455,20 @@ def test_worker_lanes_run_batches_side_by_side_from_one_queue():
 def test_worker_refuses_zero_lanes():
     with pytest.raises(ValueError, match="lanes"):
         InferenceWorker(LanePipeline(), lanes=0)
+
+
+def test_the_single_process_server_never_imports_ray():
+    """Ray is the [ray] extra's: building the app and the serve command's local path must not need it."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from nanoedge.runtime.server import ServerSettings, create_app\n"
+            "from nanoedge.runtime.server import hosting\n"
+            "from nanoedge.cli import serve_cmd, serve_scale\n"
+            "create_app(lambda: None, ServerSettings())\n"
+            "assert serve_scale.ray_host('local', None, None, None, package=None, target='cpu', threads=None, two_pass=False) is None\n"
+            "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
