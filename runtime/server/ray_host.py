@@ -52,6 +52,8 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 # Ray's C++ failure-signal handler takes SIGTERM before the server's drain (lifecycle.py) and
 # aborts the process when Ray shuts down afterwards (exit 134 instead of a clean 0).
 os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
+# An edge server works offline: no usage reports from a cluster this process starts.
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 DEPLOYMENT = "NanoedgeReplica"
 _apps = itertools.count(1)
