@@ -125,9 +125,9 @@ def test_a_client_leaving_stops_its_batch_in_the_replica(ray_server):
     wait_until(lambda: ray_server.metric("nanoedge_replica_busy") == 0, 60, "idle replicas")
     cancelled = ray_server.metric("nanoedge_cancelled_requests_total")
     batches = ray_server.metric("nanoedge_replica_batches_total")
-    with pytest.raises(httpx.ReadTimeout):  # the client gives up while its 150-step batch runs
-        httpx.post(f"{ray_server.api_url}/images/generations", timeout=httpx.Timeout(10, read=1.0),
-                   json={"prompt": "leave early", "size": "64x64", "steps": 150, "n": 2})
+    with pytest.raises(httpx.ReadTimeout):  # the client gives up while its 500-step batch runs (~2.3 s unloaded)
+        httpx.post(f"{ray_server.api_url}/images/generations", timeout=httpx.Timeout(10, read=0.5),
+                   json={"prompt": "leave early", "size": "64x64", "steps": 500, "n": 2})
     wait_until(lambda: ray_server.metric("nanoedge_cancelled_requests_total") == cancelled + 1, 30, "the cancellation")
     wait_until(lambda: ray_server.metric("nanoedge_replica_busy") == 0, 30, "the replica to be free again")
     assert ray_server.metric("nanoedge_replica_batches_total") == batches  # stopped, not finished
