@@ -152,7 +152,12 @@ def estimate_seconds(
 
 
 def half_size(size: str, rules: SizeRules) -> str | None:
-    """Half of each side (rounded down to the UNet's multiple), or None below the package's minimum."""
+    """Half of each side (rounded down to the UNet's multiple), or None where the package cannot run it.
+
+    A static-shape package runs its one size only, so it never has a smaller rung.
+    """
+    if rules.static is not None:
+        return None
     s = parse_size(size)
     step = rules.multiple_of
     w, h = (s.width // 2) // step * step, (s.height // 2) // step * step

@@ -113,6 +113,12 @@ def test_half_size_keeps_the_unet_multiple_and_the_minimum():
     assert half_size("32x32", RULES) is None
 
 
+def test_a_static_package_is_never_planned_at_another_size():
+    static = SizeRules.from_manifest({"native": "64x64", "multiple_of": 16, "min": 16, "static": "64x64"})
+    assert half_size("64x64", static) is None
+    assert all("size" not in reason for _, reason in ladder(RunShape("64x64", 25, 16, 16), (), static))
+
+
 # -- the FP32 reference cache, on the tiny package --------------------------------------------
 
 onnx = pytest.importorskip("onnx")
