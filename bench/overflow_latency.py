@@ -22,73 +22,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import re
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import httpx
+from serve_process import ServeProcess
+
+from nanoedge.targets.cpuinfo import cpu_info
 
 PROMPT = "a lighthouse on a cliff at dusk"
-
-
-class Server:
-    """One `nanoedge serve --port 0` process; the port is read from its first line."""
-
-    def __init__(self, name: str, args: list[str]) -> None:
-        self.log = tempfile.NamedTemporaryFile("w+", prefix=f"overflow-{name}-", suffix=".log", delete=False)
-        self.proc = subprocess.Popen([sys.executable, "-m", "nanoedge", "serve", "--port", "0", *args],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        self.base_url = f"http://127.0.0.1:{self._port()}"
-        self.api_url = self.base_url + "/v1"
-        self._wait_ready()
-
-    def _port(self, timeout: float = 60) -> int:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            match = re.search(r"http://127\.0\.0\.1:(\d+)/v1", Path(self.log.name).read_text())
-            if match:
-                return int(match.group(1))
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise RuntimeError(f"nanoedge serve did not start:\n{Path(self.log.name).read_text()}")
-
-    def _wait_ready(self, timeout: float = 180) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.base_url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        raise RuntimeError(f"nanoedge serve did not become ready:\n{Path(self.log.name).read_text()}")
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        os.unlink(self.log.name)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -106,10 +49,10 @@ def timed(client: httpx.Client, method: str, url: str, **kwargs) -> tuple[float,
 def measure(package: str | None, rounds: int, size: str | None = None) -> dict:
     cache = tempfile.mkdtemp(prefix="overflow-cache-")
     model = ["-m", package] if package else []
-    upstream = Server("upstream", [*model, "--alias", "remote-model", "--cache-dir", cache])
+    upstream = ServeProcess("upstream", [*model, "--alias", "remote-model", "--cache-dir", cache])
     local = None
     try:
-        local = Server("local", [*model, "--upstream", upstream.api_url, "--cache-max-mb", "0"])
+        local = ServeProcess("local", [*model, "--upstream", upstream.api_url, "--cache-max-mb", "0"])
         body = {"model": "remote-model", "prompt": PROMPT, "seed": 1, "response_format": "b64_json"}
         if size:
             body["size"] = size
@@ -144,7 +87,7 @@ def measure(package: str | None, rounds: int, size: str | None = None) -> dict:
         direct_client.close()
         via_client.close()
         return {
-            "cpu": cpu_name(),
+            "cpu": cpu_info().describe(),
             "cores": os.cpu_count(),
             "load_average": [round(x, 2) for x in os.getloadavg()],
             "rounds": rounds,

@@ -28,54 +28,25 @@ import json
 import logging
 import os
 import re
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
+from serve_process import ServeProcess
 
 log = logging.getLogger("bench.serve_load")
 
 
-class Server:
-    """One `nanoedge serve --port 0` process; the port is read from its first line."""
+class Server(ServeProcess):
+    """A server under load at one ``--max-batch``; the result cache is off so every request generates."""
 
     def __init__(self, package: str | None, max_batch: int, extra: list[str], ready_timeout: float = 120) -> None:
         self.max_batch = max_batch
-        self.log = tempfile.NamedTemporaryFile("w+", prefix=f"serve-b{max_batch}-", suffix=".log", delete=False)
         model = ["-m", package] if package else []
-        args = [sys.executable, "-m", "nanoedge", "serve", *model, "--port", "0", "--max-batch", str(max_batch),
-                "--max-queue", "256", "--cache-max-mb", "0", *extra]
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
-        self.base_url = f"http://127.0.0.1:{self._port()}"
-        self._wait_ready(ready_timeout)
-
-    def _port(self, timeout: float = 60) -> int:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            match = re.search(r"http://127\.0\.0\.1:(\d+)/v1", Path(self.log.name).read_text())
-            if match:
-                return int(match.group(1))
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise RuntimeError(f"nanoedge serve did not start:\n{Path(self.log.name).read_text()}")
-
-    def _wait_ready(self, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.base_url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("nanoedge serve did not become ready")
+        super().__init__(f"b{max_batch}", [*model, "--max-batch", str(max_batch), "--max-queue", "256", "--cache-max-mb", "0", *extra],
+                         ready_timeout=ready_timeout)
 
     def batch_counts(self) -> tuple[float, float]:
         """(images, batches) so far, from the server's nanoedge_batch_images histogram."""
@@ -83,15 +54,6 @@ class Server:
         total = re.search(r"^nanoedge_batch_images_sum (\S+)$", text, re.M)
         count = re.search(r"^nanoedge_batch_images_count (\S+)$", text, re.M)
         return float(total.group(1)), float(count.group(1))
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(90)  # a Ray setup stops its local cluster too
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        os.unlink(self.log.name)
 
 
 def setup_args(name: str, cores: int) -> list[str]:

@@ -20,7 +20,6 @@ differ per round (so the result cache cannot answer) and are equal across modes 
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import time
@@ -33,16 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from server_support import serve  # noqa: E402
 
 from nanoedge.runtime.pipeline import Pipeline  # noqa: E402
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+from nanoedge.targets.cpuinfo import cpu_info  # noqa: E402
 
 
 def timed(client: httpx.Client, url: str, body: dict) -> tuple[float, float]:
@@ -95,7 +85,7 @@ def main() -> None:
     run = server.state.service.sizes.plan(args.size).run
     print(f"package: {pipeline.id} ({pipeline.manifest.root}), size {args.size} (generated at {run}), {args.steps} steps, "
           f"decoder {pipeline.decoder['family']}")
-    print(f"CPU: {cpu_name()}, {len(__import__('os').sched_getaffinity(0))} cores visible; {args.rounds} interleaved rounds")
+    print(f"CPU: {cpu_info().describe()}, {len(__import__('os').sched_getaffinity(0))} cores visible; {args.rounds} interleaved rounds")
     print(f"{'mode':<10} {'median s':>9} {'min s':>7} {'ratio':>7} {'ratio(min)':>10} {'CPU s':>7} {'CPU ratio':>9}")
     plain_min = min(t[0] for t in times["plain"])
     for mode, values in times.items():
