@@ -62,10 +62,11 @@ class Peer:
         return work / self.relpath
 
 
-# The sd.cpp options are the best ones found on this CPU (docs/benchmarks.md, "sd.cpp settings"):
-# 2 threads (the binding's default is half the logical CPUs: 1 on a 2-core box), flash attention
-# in the UNet. ipndm + discrete: sd.cpp has no PNDM; iPNDM is its 4th-order pseudo-numerical
-# multistep sampler, the same family as diffusers' PNDM (PLMS) on the same discrete schedule.
+# The sd.cpp options are chosen, not yet searched (bench/peers_sdcpp_settings.py has not run to the
+# end on a quiet machine; docs/speed.md section 7): 2 threads (the binding's default is half the
+# logical CPUs: 1 on a 2-core box), flash attention in the UNet. ipndm + discrete: sd.cpp has no
+# PNDM; iPNDM is its 4th-order pseudo-numerical multistep sampler, the same family as diffusers'
+# PNDM (PLMS) on the same discrete schedule.
 SDCPP_OPTIONS = {
     "n_threads": 2,
     "diffusion_flash_attn": True,
