@@ -57,54 +57,48 @@ class RunningServer:
 
 
 @contextlib.contextmanager
-def serve(
-    source: "Pipeline | Callable[[], Pipeline]", settings=None, *, wait: bool = True, host=None, **overrides: Any
-) -> Iterator[RunningServer]:
-    """Run create_app(source, settings, host=host) under uvicorn on a free 127.0.0.1 port."""
+def _uvicorn_on(app, port: int, graceful_s: float) -> Iterator[Any]:
+    """Run ``app`` under uvicorn on 127.0.0.1:``port`` in a daemon thread until the block ends."""
     import uvicorn
 
-    from nanoedge.runtime.server import ServerSettings, create_app
-
-    port = free_port()
-    settings = settings or ServerSettings(port=port, **overrides)
-    app = create_app(source, settings, host=host)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=5))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=graceful_s))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    running = RunningServer(app, thread, server, port)
     deadline = time.monotonic() + 20
     while not server.started:
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.02)
     try:
-        if wait:
-            running.wait_ready()
-        yield running
+        yield server, thread
     finally:
         server.should_exit = True
         thread.join(15)
 
 
 @contextlib.contextmanager
-def serve_asgi(app) -> Iterator[str]:
-    """Run any ASGI app (a test's fake upstream) under uvicorn on a free port; yields its base URL."""
-    import uvicorn
+def serve(
+    source: "Pipeline | Callable[[], Pipeline]", settings=None, *, wait: bool = True, host=None, **overrides: Any
+) -> Iterator[RunningServer]:
+    """Run create_app(source, settings, host=host) under uvicorn on a free 127.0.0.1 port."""
+    from nanoedge.runtime.server import ServerSettings, create_app
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=1))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    try:
+    settings = settings or ServerSettings(port=port, **overrides)
+    app = create_app(source, settings, host=host)
+    with _uvicorn_on(app, port, graceful_s=5) as (server, thread):
+        running = RunningServer(app, thread, server, port)
+        if wait:
+            running.wait_ready()
+        yield running
+
+
+@contextlib.contextmanager
+def serve_asgi(app) -> Iterator[str]:
+    """Run any ASGI app (a test's fake upstream) under uvicorn on a free port; yields its base URL."""
+    port = free_port()
+    with _uvicorn_on(app, port, graceful_s=1):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
 
 
 class GatedPipeline:
