@@ -33,11 +33,13 @@ from typing import Callable, Iterable
 from nanoedge.core.sizes import Size, SizeRules, parse_size
 
 # Calibration runs each call through a copy of the model with a ReduceMin and a ReduceMax on
-# every tensor to calibrate: measured on BK-SDM-Tiny's UNet, see docs/quantization.md.
-RANGES_OVERHEAD = 1.5
+# every tensor to calibrate. BK-SDM-Tiny at 256x256 (docs/quantization.md): 2.9 s per UNet
+# range call against at most 4.0 s per FP32 UNet call while recording: about one FP32 call.
+RANGES_OVERHEAD = 1.0
 # Copying, pre-processing, rewriting and quantizing a component, per GB of FP32 ONNX: one
-# figure for all components, measured on BK-SDM-Tiny (docs/quantization.md).
-PREP_SECONDS_PER_GB = 120.0
+# figure for all components. BK-SDM-Tiny (1.94 GB): 50 s pre-processing + 27 s quantizing
+# in the warm run (docs/quantization.md).
+PREP_SECONDS_PER_GB = 40.0
 FEWER_CALIBRATION_PROMPTS = (8, 4)
 FEWER_STEPS = (12, 8)
 DEFAULT_CALIBRATION_PROMPTS = 16
