@@ -20,6 +20,8 @@ import logging
 import time
 from pathlib import Path
 
+from nanoedge.core.atomic import write_bytes_atomic
+
 from .plan import CallCosts
 
 log = logging.getLogger(__name__)
@@ -98,8 +100,5 @@ class CostCache:
     def put(self, costs: CallCosts) -> None:
         data = self._read()
         data.setdefault(self.key, {})[costs.size] = costs.__dict__
-        self.file.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.file.with_suffix(f".{time.time_ns()}.tmp")
-        partial.write_text(json.dumps(data, indent=2))
-        partial.replace(self.file)
+        write_bytes_atomic(self.file, json.dumps(data, indent=2).encode())
         log.debug("cached FP32 call costs at %s in %s", costs.size, self.file)

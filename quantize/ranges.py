@@ -17,6 +17,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from nanoedge.core.atomic import write_bytes_atomic
 from nanoedge.targets import get_profile
 
 from .graphs import load_model
@@ -149,12 +150,8 @@ def collect_ranges(
 def save_ranges(ranges: Ranges, path: Path) -> None:
     """Keep collected ranges next to the FP32 references they came from (written atomically)."""
     import json
-    import os
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    partial.write_text(json.dumps({name: [float(lo), float(hi)] for name, (lo, hi) in ranges.items()}))
-    partial.replace(path)
+    write_bytes_atomic(path, json.dumps({name: [float(lo), float(hi)] for name, (lo, hi) in ranges.items()}).encode())
 
 
 def load_ranges(path: Path) -> Ranges | None:
